@@ -1,0 +1,1 @@
+"""Opaque-teacher image datasets: folders, decoding, preprocessing, faces, splits."""

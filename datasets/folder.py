@@ -1,0 +1,71 @@
+"""Finds the files of an image folder, recursively, and hashes their contents."""
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FolderFile:
+    """One candidate file: where it is, its size and mtime, and the sha256 of its bytes."""
+
+    relative_path: str
+    path: Path
+    size: int
+    mtime_ns: int
+    digest: str = ""
+
+
+def list_files(root: str | os.PathLike) -> list[FolderFile]:
+    """Every regular, non-hidden file under ``root`` (sorted, not yet hashed).
+
+    Images are told by content later, so files without an extension are included.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--images {root} is not a directory")
+    found: list[FolderFile] = []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name, reverse=True):
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    pending.append(Path(entry.path))
+                elif entry.is_file():
+                    stat = entry.stat()
+                    path = Path(entry.path)
+                    found.append(FolderFile(path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns))
+    return sorted(found, key=lambda f: f.relative_path)
+
+
+def hash_files(files: list[FolderFile], known: Mapping[str, tuple[int, int, str]],
+               workers: int | None = None) -> list[FolderFile]:
+    """Fills in each file's digest, reusing ``known[relative_path] = (size, mtime_ns, digest)``
+    when size and modification time are unchanged (as git's index does), hashing the rest on a
+    thread pool (hashlib releases the GIL)."""
+    def digest_of(file: FolderFile) -> FolderFile:
+        size, mtime_ns, digest = known.get(file.relative_path, (-1, -1, ""))
+        if (size, mtime_ns) != (file.size, file.mtime_ns) or not digest:
+            digest = file_sha256(file.path)
+        return FolderFile(file.relative_path, file.path, file.size, file.mtime_ns, digest)
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(digest_of, files, chunksize=256))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, the content address of an input (never its path)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

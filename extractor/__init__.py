@@ -1,0 +1,1 @@
+"""extractor: black-box model-extraction distillation."""

@@ -1,0 +1,107 @@
+"""The `extractor` command line: parse flags, build a config, call one library function."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from extractor.errors import USER_ERRORS
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Black-box model extraction: label images with an opaque teacher, train a compact "
+                       "student on its answers, report what you got.")
+store_app = typer.Typer(no_args_is_help=True, help="Inspect and export the label store.")
+app.add_typer(store_app, name="store")
+
+StoreOption = Annotated[Path, typer.Option("--store", help="SQLite label store file.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@app.command()
+def label(
+    teacher: Annotated[str, typer.Option(help="Teacher: an .onnx file, or an http(s):// URL with --protocol.")],
+    images: Annotated[Path, typer.Option(help="Folder of images, searched recursively by content.")],
+    store: StoreOption = Path("labels.db"),
+    size: Annotated[Optional[int], typer.Option(help="Square input side in px [default: from the model].")] = None,
+    channels: Annotated[Optional[str], typer.Option(help="gray | rgb | bgr [default: from the model].")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Mean on the 0-255 scale: one value or three, comma-separated.")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Std on the 0-255 scale: one value or three, comma-separated.")] = None,
+    center_crop: Annotated[float, typer.Option(help="Keep this fraction of the shorter side, centred.")] = 1.0,
+    output_policy: Annotated[str, typer.Option(help="auto | logits | probs: what the teacher's output is.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per teacher call.")] = 64,
+    workers: Annotated[int, typer.Option(help="Decode processes (0: decode inline).")] = os.cpu_count() or 1,
+    budget: Annotated[Optional[int], typer.Option(help="Most images ever sent to the teacher for this job.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say how many images would be sent.")] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Send every image the store has no answer for to the teacher, and keep its answers."""
+    from extractor.commands import run_label
+
+    summary = run_label(teacher=teacher, images=images, store=store, size=size, channels=channels, mean=mean,
+                        std=std, center_crop=center_crop, output_policy=output_policy, batch_size=batch_size,
+                        workers=workers, budget=budget, dry_run=dry_run, quiet=quiet or as_json)
+    _emit(summary, as_json)
+
+
+@app.command()
+def export(
+    store: StoreOption = Path("labels.db"),
+    out: Annotated[Path, typer.Option(help="Output file.")] = Path("labels.parquet"),
+    format: Annotated[str, typer.Option("--format", help="parquet | csv")] = "parquet",
+) -> None:
+    """Export stored answers (one row per image and teacher) with pandas."""
+    from extractor.commands import run_export
+
+    _emit(run_export(store=store, out=out, fmt=format), as_json=False)
+
+
+@store_app.command("stats")
+def store_stats(store: StoreOption = Path("labels.db"), as_json: JsonOption = False) -> None:
+    """Counts of answers, jobs, failures and teacher requests."""
+    from extractor.commands import run_store_stats
+
+    _emit(run_store_stats(store), as_json)
+
+
+def _emit(result: object, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.as_dict() if hasattr(result, "as_dict") else result, default=str))
+    else:
+        typer.echo(result if isinstance(result, str) else getattr(result, "text", None) or str(result))
+
+
+def main() -> None:
+    """Entry point: the one error boundary. User errors print one line and exit 1."""
+    debug = os.environ.get("EXTRACTOR_DEBUG") == "1"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except USER_ERRORS as exc:
+        if debug:
+            traceback.print_exc()
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

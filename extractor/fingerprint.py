@@ -1,0 +1,28 @@
+"""Stable hashing: fingerprints of plain data, and cache keys (file digests: datasets.folder)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+STORE_SCHEMA = "1"  # bump when the meaning of a stored row changes
+
+
+def stable_hash(data: Any) -> str:
+    """sha256 of plain data (dicts, lists, str, numbers, bools, None) in canonical JSON.
+
+    Raises:
+        TypeError: for values that have no canonical form; a random key would cost queries.
+    """
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_key(input_digest: str, teacher_fingerprint: str, preprocess_fingerprint: str) -> str:
+    """The store key of one teacher answer."""
+    for name, value in (("input digest", input_digest), ("teacher fingerprint", teacher_fingerprint),
+                        ("preprocess fingerprint", preprocess_fingerprint)):
+        if not value:
+            raise ValueError(f"cannot key a cache entry without a {name}")
+    text = f"{input_digest}|{teacher_fingerprint}|{preprocess_fingerprint}|{STORE_SCHEMA}"
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,221 @@
+"""The labeling job: image folder -> cache lookup -> parallel decode -> teacher -> label store."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from datasets.folder import FolderFile, hash_files, list_files
+from datasets.loading import LoadRequest, Loaded, load_many
+from datasets.transforms import normalize
+from extractor.config import LabelConfig
+from extractor.fingerprint import stable_hash
+from extractor.store import Failure, LabelRow, LabelStore, RequestRecord
+from teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherOutput
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 16  # files per worker task: small enough to keep both cores busy, big enough to amortise IPC
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """What a labeling job did; `--json` prints it."""
+
+    images: int
+    labeled: int
+    cached: int
+    failed: int
+    queries: int
+    seconds: float
+    duplicates: int = 0
+    not_images: int = 0
+    skipped_budget: int = 0
+    job_id: int | None = None
+    dry_run: bool = False
+    canary_checked: int = 0
+    canary_changed: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.labeled / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def preprocess_fingerprint(spec_data: dict) -> str:
+    return stable_hash(spec_data)
+
+
+def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
+                  spec_data: dict | None = None,
+                  drain_requests: Callable[[], list[RequestRecord]] | None = None) -> LabelSummary:
+    """Labels every image under ``cfg.images`` that the store has no answer for.
+
+    Args:
+        cfg: the job's configuration.
+        teacher: the opaque model.
+        store: where answers land, one transaction per answered batch.
+        spec_data: everything that shapes the teacher's input, as plain data (default:
+            ``cfg.preprocess.as_data()``); its hash is the preprocessing part of the cache key.
+        drain_requests: returns the ledger records a teacher logged itself since the last call
+            (HTTP teachers); without it the job records one ledger row per teacher call.
+    """
+    started = time.perf_counter()
+    spec_data = spec_data or {"transform": cfg.preprocess.as_data()}
+    preprocess = preprocess_fingerprint(spec_data)
+    root = Path(cfg.images).resolve()
+    known = store.known_files(str(root))
+    files = hash_files(list_files(root), known, workers=cfg.workers or 1)
+    store.record_files(str(root), ((f.relative_path, f.size, f.mtime_ns, f.digest) for f in files
+                                   if known.get(f.relative_path) != (f.size, f.mtime_ns, f.digest)))
+    unique = list({f.digest: f for f in reversed(files)}.values())[::-1]
+    cached = store.cached_digests(teacher.fingerprint, preprocess, (f.digest for f in unique))
+    misses = [f for f in unique if f.digest not in cached]
+    identity = stable_hash([teacher.fingerprint, preprocess, str(root)])
+    skipped = 0
+    if cfg.budget is not None:
+        allowed = max(0, cfg.budget - store.images_sent(identity))
+        skipped, misses = max(0, len(misses) - allowed), misses[:allowed]
+    summary = dict(images=len(files), cached=len(cached), duplicates=len(files) - len(unique),
+                   skipped_budget=skipped)
+    if cfg.dry_run:
+        return LabelSummary(labeled=0, failed=0, queries=len(misses), dry_run=True,
+                            seconds=time.perf_counter() - started, **summary)
+    store.register(teacher.fingerprint, _describe(teacher), teacher.num_classes,
+                   getattr(teacher, "class_names", None), preprocess, spec_data)
+    job_id = store.begin_job("label", identity, teacher.fingerprint, preprocess, str(root), cfg.as_data())
+    run = _LabelRun(cfg, teacher, store, job_id, preprocess, drain_requests)
+    status = "failed"
+    try:
+        run.label(misses)
+        status = "done" if not skipped else "budget"
+    except QueryBudgetExceeded:
+        status = "budget"
+        raise
+    finally:
+        result = LabelSummary(labeled=run.labeled, failed=run.failed, queries=run.queries, job_id=job_id,
+                              not_images=run.not_images, seconds=time.perf_counter() - started, **summary)
+        store.finish_job(job_id, status, result.as_dict())
+    return result
+
+
+class _LabelRun:
+    """The pipelined part of one job: workers decode while the teacher answers."""
+
+    def __init__(self, cfg: LabelConfig, teacher: Teacher, store: LabelStore, job_id: int, preprocess: str,
+                 drain_requests: Callable[[], list[RequestRecord]] | None) -> None:
+        self.cfg, self.teacher, self.store = cfg, teacher, store
+        self.job_id, self.preprocess, self.drain_requests = job_id, preprocess, drain_requests
+        self.labeled = self.failed = self.queries = self.not_images = 0
+        self.pending_failures: list[Failure] = []
+        self.unit = min(cfg.batch_size, teacher.max_batch or cfg.batch_size)
+
+    def label(self, misses: Sequence[FolderFile]) -> None:
+        requests = [LoadRequest(f.path, f.digest, self.cfg.preprocess) for f in misses]
+        bar = tqdm(total=len(requests), unit="img", desc="labeling", disable=self.cfg.quiet, leave=False)
+        in_flight: deque[tuple[list[Loaded], Future[TeacherOutput], float]] = deque()
+        with _decoded(requests, self.cfg.workers) as loaded, \
+                ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="teacher") as calls:
+            try:
+                for unit in self._units(loaded, bar):
+                    in_flight.append((unit, calls.submit(self._predict, unit), time.time()))
+                    while len(in_flight) >= self.cfg.concurrency:
+                        self._settle(*in_flight.popleft(), bar)
+                while in_flight:
+                    self._settle(*in_flight.popleft(), bar)
+                self._commit([], [])
+            finally:
+                for _, future, _ in in_flight:
+                    future.cancel()
+                bar.close()
+
+    def _units(self, loaded: Iterator[Loaded], bar: tqdm) -> Iterator[list[Loaded]]:
+        """Groups decoded images into teacher calls; failures are set aside for the next commit."""
+        unit: list[Loaded] = []
+        for item in loaded:
+            if item.pixels is None:
+                self._fail(item.request, "decode", item.reason or "unknown")
+                bar.update(1)
+                continue
+            unit.append(item)
+            if len(unit) == self.unit:
+                yield unit
+                unit = []
+        if unit:
+            yield unit
+
+    def _predict(self, unit: list[Loaded]) -> TeacherOutput:
+        pixels = [item.pixels for item in unit]
+        if self.teacher.input_format == "image":
+            return self.teacher.predict(pixels)
+        return self.teacher.predict(normalize(np.stack(pixels), self.cfg.preprocess))
+
+    def _settle(self, unit: list[Loaded], future: Future[TeacherOutput], sent_at: float, bar: tqdm) -> None:
+        """Waits for one teacher call and commits its answers (or its per-image failures)."""
+        self.queries += len(unit)
+        try:
+            output = future.result()
+        except MalformedAnswer as exc:
+            for item in unit:
+                self._fail(item.request, "teacher", str(exc))
+            self._commit([], self._ledger(sent_at, len(unit), type(exc).__name__, str(exc)))
+        except BaseException as exc:
+            self._commit([], self._ledger(sent_at, len(unit), type(exc).__name__, str(exc)))
+            raise
+        else:
+            rows = _rows(unit, output)
+            self.labeled += len(rows)
+            self._commit(rows, self._ledger(sent_at, len(unit), "ok", None))
+        bar.update(len(unit))
+
+    def _ledger(self, sent_at: float, images: int, status: str, error: str | None) -> list[RequestRecord]:
+        if self.drain_requests is not None:
+            return self.drain_requests()
+        return [RequestRecord(sent_at, images, images, status, time.time() - sent_at, 0, error)]
+
+    def _fail(self, request: LoadRequest, stage: str, reason: str) -> None:
+        self.failed += 1
+        self.not_images += reason.startswith("not an image")
+        self.pending_failures.append(Failure(str(request.path), request.digest, stage, reason))
+        log.debug("skipped %s: %s", request.path, reason)
+
+    def _commit(self, rows: list[LabelRow], requests: list[RequestRecord]) -> None:
+        failures, self.pending_failures = self.pending_failures, []
+        if rows or failures or requests:
+            self.store.commit_batch(self.job_id, self.teacher.fingerprint, self.preprocess, rows, failures, requests)
+
+
+def _rows(unit: list[Loaded], output: TeacherOutput) -> list[LabelRow]:
+    if len(output.labels) != len(unit):
+        raise MalformedAnswer(f"teacher answered {len(output.labels)} images for {len(unit)} sent")
+    soft = None if output.probs is None else output.probs.numpy()
+    return [LabelRow(item.request.digest, int(output.labels[i]), output.kind, None if soft is None else soft[i])
+            for i, item in enumerate(unit)]
+
+
+def _describe(teacher: Teacher) -> dict:
+    describe = getattr(teacher, "describe", None)
+    return describe() if callable(describe) else {"type": type(teacher).__name__}
+
+
+@contextmanager
+def _decoded(requests: list[LoadRequest], workers: int) -> Iterator[Iterator[Loaded]]:
+    """Decodes in ``workers`` processes (in order), or inline when workers is 0 or there is little to do."""
+    chunks = [requests[start:start + _CHUNK] for start in range(0, len(requests), _CHUNK)]
+    if workers == 0 or len(chunks) <= 1:
+        yield (item for chunk in chunks for item in load_many(chunk))
+        return
+    # fork: workers only run PIL/numpy code, and start in milliseconds (spawn would re-import torch).
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield (item for result in pool.imap(load_many, chunks) for item in result)

@@ -1,0 +1,325 @@
+"""The label store: one SQLite file (WAL) of teacher answers keyed by content, teacher and preprocessing."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from extractor.errors import CacheError
+from extractor.fingerprint import STORE_SCHEMA, cache_key
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS teachers (
+    fingerprint TEXT PRIMARY KEY, description TEXT NOT NULL, num_classes INTEGER,
+    class_names TEXT, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS preprocessings (
+    fingerprint TEXT PRIMARY KEY, spec TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS labels (
+    key TEXT PRIMARY KEY, digest TEXT NOT NULL, teacher TEXT NOT NULL, preprocess TEXT NOT NULL,
+    label INTEGER NOT NULL, kind TEXT NOT NULL, soft BLOB, num_classes INTEGER,
+    job_id INTEGER, created REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS labels_by_source ON labels (teacher, preprocess, digest);
+CREATE TABLE IF NOT EXISTS files (
+    root TEXT NOT NULL, relative_path TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, seen REAL NOT NULL, PRIMARY KEY (root, relative_path)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_digest ON files (digest);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, identity TEXT NOT NULL, teacher TEXT,
+    preprocess TEXT, images_root TEXT, config TEXT, started REAL NOT NULL, finished REAL,
+    status TEXT NOT NULL, summary TEXT);
+CREATE TABLE IF NOT EXISTS failures (
+    job_id INTEGER NOT NULL, path TEXT NOT NULL, digest TEXT, stage TEXT NOT NULL,
+    reason TEXT NOT NULL, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, identity TEXT NOT NULL, time REAL NOT NULL,
+    images INTEGER NOT NULL, images_sent INTEGER NOT NULL, status TEXT NOT NULL,
+    latency_s REAL NOT NULL, retries INTEGER NOT NULL, error TEXT);
+CREATE INDEX IF NOT EXISTS requests_by_identity ON requests (identity);
+CREATE TABLE IF NOT EXISTS detections (
+    digest TEXT NOT NULL, detector TEXT NOT NULL, detection TEXT, created REAL NOT NULL,
+    PRIMARY KEY (digest, detector)) WITHOUT ROWID;
+"""
+_LOOKUP_CHUNK = 900  # stays under SQLite's default limit of bound parameters
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One teacher answer about one image content."""
+
+    digest: str
+    label: int
+    kind: str
+    soft: np.ndarray | None  # (C,) float32, or None for a label-only teacher
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be labeled, with a one-line reason."""
+
+    path: str
+    digest: str | None
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request to a teacher, for the ledger."""
+
+    time: float
+    images: int
+    images_sent: int
+    status: str
+    latency_s: float
+    retries: int
+    error: str | None = None
+
+
+class LabelStore:
+    """A persistent, content-addressed cache of teacher answers.
+
+    Writes are grouped: call :meth:`commit_batch` once per answered batch, so a crash loses
+    at most the batch in flight. Safe to open from one thread; readers in other processes are
+    fine (WAL).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.exists() and self.path.is_dir():
+            raise CacheError(f"--store {self.path} is a directory; give a file path such as labels.db")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(f"{self.path} is not a usable label store: {exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> LabelStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_schema(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (STORE_SCHEMA,))
+        elif row[0] != STORE_SCHEMA:
+            raise CacheError(f"{self.path} has store schema {row[0]}; this extractor reads schema {STORE_SCHEMA}")
+
+    # -- teachers, preprocessing, files -------------------------------------------------
+
+    def register(self, teacher_fingerprint: str, description: dict, num_classes: int,
+                 class_names: Sequence[str] | None, preprocess_fingerprint: str, spec: dict) -> None:
+        """Records what a teacher and a preprocessing fingerprint stand for."""
+        now = time.time()
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO teachers VALUES (?, ?, ?, ?, ?) ON CONFLICT(fingerprint) DO UPDATE SET "
+                "description = excluded.description, num_classes = excluded.num_classes, "
+                "class_names = COALESCE(excluded.class_names, class_names)",
+                (teacher_fingerprint, json.dumps(description), num_classes,
+                 json.dumps(list(class_names)) if class_names else None, now))
+            self.db.execute("INSERT OR IGNORE INTO preprocessings VALUES (?, ?, ?)",
+                            (preprocess_fingerprint, json.dumps(spec, sort_keys=True), now))
+
+    def teacher(self, fingerprint: str) -> dict:
+        """The registered description of a teacher, with num_classes and class_names."""
+        row = self.db.execute("SELECT description, num_classes, class_names FROM teachers "
+                              "WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        if row is None:
+            raise CacheError(f"teacher {fingerprint[:12]} is not in {self.path}")
+        return {**json.loads(row[0]), "fingerprint": fingerprint, "num_classes": row[1],
+                "class_names": json.loads(row[2]) if row[2] else None}
+
+    def preprocess_spec(self, fingerprint: str) -> dict:
+        row = self.db.execute("SELECT spec FROM preprocessings WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        if row is None:
+            raise CacheError(f"preprocessing {fingerprint[:12]} is not in {self.path}")
+        return json.loads(row[0])
+
+    def known_files(self, root: str) -> dict[str, tuple[int, int, str]]:
+        """relative_path -> (size, mtime_ns, digest) of every file seen under ``root``."""
+        rows = self.db.execute("SELECT relative_path, size, mtime_ns, digest FROM files WHERE root = ?", (root,))
+        return {relative: (size, mtime_ns, digest) for relative, size, mtime_ns, digest in rows}
+
+    def record_files(self, root: str, files: Iterable[tuple[str, int, int, str]]) -> None:
+        """Remembers where each content was seen: (relative_path, size, mtime_ns, digest) under root."""
+        now = time.time()
+        with self._transaction():
+            self.db.executemany(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(root, relative_path) DO UPDATE SET "
+                "digest = excluded.digest, size = excluded.size, mtime_ns = excluded.mtime_ns, seen = excluded.seen",
+                ((root, relative, digest, size, mtime_ns, now) for relative, size, mtime_ns, digest in files))
+
+    # -- labels -----------------------------------------------------------------------
+
+    def cached_digests(self, teacher: str, preprocess: str, digests: Iterable[str]) -> set[str]:
+        """The subset of ``digests`` that already has an answer for this teacher and preprocessing."""
+        found: set[str] = set()
+        keys = {cache_key(digest, teacher, preprocess): digest for digest in digests}
+        for chunk in _chunks(list(keys)):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(f"SELECT key FROM labels WHERE key IN ({marks})", chunk)
+            found.update(keys[key] for (key,) in rows)
+        return found
+
+    def commit_batch(self, job_id: int, teacher: str, preprocess: str, rows: Sequence[LabelRow],
+                     failures: Sequence[Failure] = (), requests: Sequence[RequestRecord] = ()) -> None:
+        """Writes one answered batch, its failures and its ledger rows in one transaction."""
+        now = time.time()
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((cache_key(row.digest, teacher, preprocess), row.digest, teacher, preprocess, int(row.label),
+                  row.kind, None if row.soft is None else np.asarray(row.soft, np.float32).tobytes(),
+                  None if row.soft is None else len(row.soft), job_id, now) for row in rows))
+            self.db.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+                                ((job_id, f.path, f.digest, f.stage, f.reason, now) for f in failures))
+            self._insert_requests(job_id, requests)
+
+    def _insert_requests(self, job_id: int, requests: Sequence[RequestRecord]) -> None:
+        identity = self.db.execute("SELECT identity FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+        self.db.executemany(
+            "INSERT INTO requests (job_id, identity, time, images, images_sent, status, latency_s, retries, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((job_id, identity, r.time, r.images, r.images_sent, r.status, r.latency_s, r.retries, r.error)
+             for r in requests))
+
+    def labels(self, teacher: str | None = None, preprocess: str | None = None) -> pd.DataFrame:
+        """Stored answers joined with the files they came from, one row per answer.
+
+        Columns: digest, teacher, preprocess, label, kind, soft (float32 array or None),
+        created, root, relative_path (the first path seen for that content).
+        """
+        where, params = _where(teacher=teacher, preprocess=preprocess)
+        frame = pd.read_sql_query(_LABELS_QUERY + where, self.db, params=params)
+        frame["soft"] = [None if blob is None else np.frombuffer(blob, dtype=np.float32) for blob in frame["soft"]]
+        return frame
+
+    def paths_of(self, digests: Iterable[str]) -> dict[str, list[Path]]:
+        """Every known path of each content digest (most recently seen first)."""
+        result: dict[str, list[Path]] = {}
+        for chunk in _chunks(list(dict.fromkeys(digests))):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(f"SELECT digest, root, relative_path FROM files WHERE digest IN ({marks}) "
+                                   "ORDER BY seen DESC, relative_path", chunk)
+            for digest, root, relative in rows:
+                result.setdefault(digest, []).append(Path(root) / relative)
+        return result
+
+    # -- jobs, failures, ledger ---------------------------------------------------------
+
+    def begin_job(self, kind: str, identity: str, teacher: str | None, preprocess: str | None,
+                  images_root: str | None, config: dict) -> int:
+        with self._transaction():
+            cursor = self.db.execute(
+                "INSERT INTO jobs (kind, identity, teacher, preprocess, images_root, config, started, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+                (kind, identity, teacher, preprocess, images_root, json.dumps(config, sort_keys=True), time.time()))
+        return int(cursor.lastrowid)
+
+    def finish_job(self, job_id: int, status: str, summary: dict) -> None:
+        with self._transaction():
+            self.db.execute("UPDATE jobs SET finished = ?, status = ?, summary = ? WHERE id = ?",
+                            (time.time(), status, json.dumps(summary, sort_keys=True), job_id))
+
+    def images_sent(self, identity: str) -> int:
+        """Images sent to the teacher, retries included, by every job with this identity."""
+        row = self.db.execute("SELECT COALESCE(SUM(images_sent), 0) FROM requests WHERE identity = ?",
+                              (identity,)).fetchone()
+        return int(row[0])
+
+    def failures(self, job_id: int) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT path, digest, stage, reason FROM failures WHERE job_id = ? ORDER BY path",
+                                 self.db, params=(job_id,))
+
+    # -- face detections ----------------------------------------------------------------
+
+    def detections(self, detector: str, digests: Iterable[str]) -> dict[str, str | None]:
+        """Stored detections (JSON text, or None where no face was found) by digest."""
+        found: dict[str, str | None] = {}
+        for chunk in _chunks(list(digests)):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(f"SELECT digest, detection FROM detections WHERE detector = ? "
+                                   f"AND digest IN ({marks})", [detector, *chunk])
+            found.update(rows)
+        return found
+
+    def put_detections(self, detector: str, detections: Iterable[tuple[str, str | None]]) -> None:
+        now = time.time()
+        with self._transaction():
+            self.db.executemany("INSERT OR REPLACE INTO detections VALUES (?, ?, ?, ?)",
+                                ((digest, detector, detection, now) for digest, detection in detections))
+
+    # -- summaries ----------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Counts by teacher and preprocessing, jobs, failures and the request ledger."""
+        query = self.db.execute
+        by_source = query("SELECT teacher, preprocess, kind, COUNT(*) FROM labels GROUP BY teacher, preprocess, kind")
+        ledger = query("SELECT identity, COUNT(*), SUM(images), SUM(images_sent), SUM(retries), "
+                       "SUM(status NOT IN ('ok', '200')), AVG(latency_s), MAX(latency_s) FROM requests "
+                       "GROUP BY identity").fetchall()
+        return {
+            "path": str(self.path),
+            "size_bytes": self.path.stat().st_size,
+            "labels": query("SELECT COUNT(*) FROM labels").fetchone()[0],
+            "images": query("SELECT COUNT(DISTINCT digest) FROM labels").fetchone()[0],
+            "files": query("SELECT COUNT(*) FROM files").fetchone()[0],
+            "by_teacher": [{"teacher": t, "preprocess": p, "kind": k, "labels": n} for t, p, k, n in by_source],
+            "jobs": [dict(zip(("id", "kind", "status", "started", "finished", "summary"), row[:5] + (
+                json.loads(row[5]) if row[5] else None,))) for row in query(
+                "SELECT id, kind, status, started, finished, summary FROM jobs ORDER BY id")],
+            "failures": query("SELECT COUNT(*) FROM failures").fetchone()[0],
+            "detections": query("SELECT COUNT(*) FROM detections").fetchone()[0],
+            "requests": [dict(zip(("identity", "requests", "images", "images_sent", "retries", "errors",
+                                   "mean_latency_s", "max_latency_s"), row)) for row in ledger],
+        }
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+_LABELS_QUERY = (
+    "SELECT l.digest, l.teacher, l.preprocess, l.label, l.kind, l.soft, l.created, f.root, f.relative_path "
+    "FROM labels l LEFT JOIN (SELECT digest, root, MIN(relative_path) AS relative_path FROM files "
+    "GROUP BY digest) f ON f.digest = l.digest"
+)
+
+
+def _where(**filters: str | None) -> tuple[str, list[str]]:
+    clauses = [f"l.{name} = ?" for name, value in filters.items() if value]
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), [v for v in filters.values() if v]
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _LOOKUP_CHUNK):
+        yield items[start:start + _LOOKUP_CHUNK]

@@ -1,0 +1,1 @@
+"""Compact students, distillation losses and the training loop."""

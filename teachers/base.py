@@ -1,0 +1,83 @@
+"""The teacher contract: an opaque model that answers batches of inputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+
+OutputKind = Literal["probs", "logits", "topk", "label"]
+OUTPUT_KINDS: tuple[str, ...] = ("probs", "logits", "topk", "label")
+InputFormat = Literal["tensor", "image"]
+
+
+class TeacherError(RuntimeError):
+    """The teacher could not answer, or answered something unusable."""
+
+
+class TeacherUnavailable(TeacherError):
+    """The teacher cannot be reached (after bounded retries)."""
+
+
+class QueryBudgetExceeded(TeacherError):
+    """Answering would send more images to the teacher than the budget allows."""
+
+
+class MalformedAnswer(TeacherError):
+    """The teacher answered, but the answer is not a usable prediction."""
+
+
+@dataclass(frozen=True)
+class TeacherOutput:
+    """What a teacher said about a batch.
+
+    Attributes:
+        labels: (B,) int64, the teacher's top-1 class: the "hard" target.
+        probs: (B, C) float32 on CPU, or None for a label-only teacher. Logits are kept as
+            logits (``kind == "logits"``); for a top-k teacher the hidden classes are 0.
+        kind: what the teacher really gave.
+    """
+
+    labels: torch.Tensor
+    probs: torch.Tensor | None
+    kind: OutputKind
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise ValueError(f"kind must be one of {OUTPUT_KINDS}, got {self.kind!r}")
+        if self.labels.ndim != 1 or self.labels.dtype != torch.int64:
+            raise ValueError(f"labels must be (B,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
+        if self.kind == "label":
+            if self.probs is not None:
+                raise ValueError("a label-only output carries no soft vector")
+        elif self.probs is None or self.probs.ndim != 2 or self.probs.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"kind {self.kind!r} needs probs of shape (B, C) matching labels")
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """An opaque model. Batching, caching and progress live in the job, not here.
+
+    ``input_format == "tensor"``: ``predict`` takes float32 (B, C, H, W) already normalised by
+    the preprocessing spec. ``input_format == "image"``: it takes a sequence of uint8 (H, W, C)
+    images (cropped and resized, not normalised) and encodes them itself.
+    """
+
+    fingerprint: str
+    num_classes: int
+    input_format: InputFormat
+    max_batch: int | None
+
+    def predict(self, batch: np.ndarray | Sequence[np.ndarray]) -> TeacherOutput: ...
+
+
+def output_from_scores(scores: np.ndarray, kind: OutputKind) -> TeacherOutput:
+    """Wraps (B, C) scores the teacher gave as ``kind`` in a checked TeacherOutput."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise MalformedAnswer(f"expected scores of shape (batch, classes>=2), got {scores.shape}")
+    if not np.isfinite(scores).all():
+        raise MalformedAnswer("the answer contains NaN or infinite scores")
+    probs = torch.from_numpy(np.ascontiguousarray(scores))
+    return TeacherOutput(labels=probs.argmax(dim=1), probs=probs, kind=kind)

@@ -1,0 +1,50 @@
+"""Real image files made by tests: plain images in many modes, and broken files."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def random_image(seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB").convert(mode)
+
+
+def write_jpegs(folder: Path, count: int, *, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"img_{index:03d}.jpg"
+        random_image(seed + index).save(path, "JPEG", quality=90)
+        paths.append(path)
+    return paths
+
+
+def broken_files(folder: Path, valid: Path) -> dict[str, str]:
+    """Writes one file per way an input can be broken; returns name -> expected reason prefix."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = valid.read_bytes()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "notes.txt").write_text("not an image at all\n")
+    (folder / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    (folder / "bomb.png").write_bytes(png_claiming_size(30000, 30000))
+    return {"empty.jpg": "empty file", "truncated.jpg": "corrupt or truncated", "notes.txt": "not an image",
+            "garbage.png": "not an image", "bomb.png": "decompression bomb"}
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A small PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)
