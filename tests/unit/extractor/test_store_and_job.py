@@ -1,0 +1,104 @@
+import sqlite3
+
+import numpy as np
+import pytest
+
+from datasets.transforms import PreprocessSpec
+from extractor.config import LabelConfig
+from extractor.errors import CacheError
+from extractor.jobs import label_dataset
+from extractor.store import LabelStore
+from teachers.onnx import OnnxTeacher
+from tests.images import broken_files, write_jpegs
+from tests.models import linear_classifier
+
+
+class CountingTeacher:
+    """An ONNX teacher that counts the images it was asked about."""
+
+    def __init__(self, path):
+        self.inner = OnnxTeacher(path)
+        self.fingerprint, self.num_classes = self.inner.fingerprint, self.inner.num_classes
+        self.input_format, self.max_batch = "tensor", None
+        self.images_seen = 0
+
+    def predict(self, batch):
+        self.images_seen += len(batch)
+        return self.inner.predict(batch)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    write_jpegs(tmp_path / "images", 10)
+    teacher = CountingTeacher(linear_classifier(tmp_path / "t.onnx"))
+    cfg = LabelConfig(images=tmp_path / "images", store=tmp_path / "labels.db",
+                      preprocess=PreprocessSpec(size=16), batch_size=4, workers=0, quiet=True)
+    return cfg, teacher
+
+
+def test_second_run_queries_nothing_and_new_teacher_queries_again(setup, tmp_path):
+    cfg, teacher = setup
+    with LabelStore(cfg.store) as store:
+        first = label_dataset(cfg, teacher, store)
+        second = label_dataset(cfg, teacher, store)
+        assert (first.labeled, first.queries, teacher.images_seen) == (10, 10, 10)
+        assert (second.labeled, second.cached, second.queries, teacher.images_seen) == (0, 10, 0, 10)
+        other = CountingTeacher(linear_classifier(tmp_path / "t2.onnx", seed=5))
+        assert label_dataset(cfg, other, store).queries == 10 and other.images_seen == 10
+        frame = store.labels(teacher=teacher.fingerprint)
+    assert len(frame) == 10 and frame["digest"].is_unique
+    assert all(soft.shape == (3,) and soft.dtype == np.float32 for soft in frame["soft"])
+
+
+def test_changed_preprocessing_queries_again(setup):
+    cfg, teacher = setup
+    with LabelStore(cfg.store) as store:
+        label_dataset(cfg, teacher, store)
+        crop = LabelConfig(images=cfg.images, store=cfg.store, workers=0, quiet=True,
+                           preprocess=PreprocessSpec(size=16, center_crop=0.5))
+        assert label_dataset(crop, teacher, store).labeled == 10
+        assert len(store.labels()) == 20
+
+
+def test_duplicates_labeled_once_and_broken_files_recorded(setup):
+    cfg, teacher = setup
+    images = cfg.images
+    (images / "dup_no_extension").write_bytes((images / "img_000.jpg").read_bytes())
+    expected = broken_files(images / "broken", images / "img_001.jpg")
+    with LabelStore(cfg.store) as store:
+        summary = label_dataset(cfg, teacher, store)
+        failures = store.failures(summary.job_id)
+        paths = store.paths_of([store.labels()["digest"][0]])
+    assert (summary.images, summary.labeled, summary.duplicates, summary.failed) == (16, 10, 1, 5)
+    assert teacher.images_seen == 10
+    reasons = {row.path.rsplit("/", 1)[1]: row.reason for row in failures.itertuples()}
+    assert set(reasons) == set(expected)
+    for name, prefix in expected.items():
+        assert reasons[name].startswith(prefix), (name, reasons[name])
+    assert len(next(iter(paths.values()))) >= 1
+
+
+def test_budget_caps_images_across_runs_and_dry_run_counts(setup):
+    cfg, teacher = setup
+    budgeted = LabelConfig(images=cfg.images, store=cfg.store, preprocess=cfg.preprocess, batch_size=4,
+                           workers=0, quiet=True, budget=6)
+    with LabelStore(cfg.store) as store:
+        dry = label_dataset(LabelConfig(images=cfg.images, store=cfg.store, preprocess=cfg.preprocess,
+                                        workers=0, quiet=True, dry_run=True), teacher, store)
+        assert (dry.queries, teacher.images_seen) == (10, 0)
+        first = label_dataset(budgeted, teacher, store)
+        again = label_dataset(budgeted, teacher, store)
+    assert (first.labeled, first.skipped_budget, again.labeled, again.skipped_budget) == (6, 4, 0, 4)
+    assert teacher.images_seen == 6
+
+
+def test_store_refuses_other_schemas_and_non_databases(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(CacheError, match="not a usable label store"):
+        LabelStore(bad)
+    LabelStore(tmp_path / "ok.db").close()
+    with sqlite3.connect(tmp_path / "ok.db") as db:
+        db.execute("UPDATE meta SET value = '999' WHERE key = 'schema'")
+    with pytest.raises(CacheError, match="schema 999"):
+        LabelStore(tmp_path / "ok.db")
