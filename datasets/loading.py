@@ -1,14 +1,19 @@
 """One file to one teacher-ready pixel array: read, decode, crop, resize (runs in worker processes)."""
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from datasets.decode import ImageDecodeError, decode_image
 from datasets.transforms import PreprocessSpec, crop_and_resize, decode_min_side, to_pixels
+
+_CHUNK = 16  # files per worker task: small enough to keep both cores busy, big enough to amortise IPC
 
 
 @dataclass(frozen=True)
@@ -29,16 +34,19 @@ class Loaded:
     reason: str | None = None
 
 
-def load_pixels(path: Path, spec: PreprocessSpec) -> np.ndarray:
+def load_pixels(path: Path, digest: str, spec: PreprocessSpec) -> np.ndarray:
     """Reads and preprocesses one image file into uint8 (H, W, C) pixels.
 
     Raises:
-        ImageDecodeError: with a one-line reason, for anything that is not a usable image.
+        ImageDecodeError: with a one-line reason, for anything that is not a usable image,
+            or a file whose content is no longer the one with ``digest``.
     """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageDecodeError(f"unreadable file: {exc.strerror}") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ImageDecodeError("file changed since it was hashed")
     image = decode_image(data, min_side=decode_min_side(spec))
     return to_pixels(crop_and_resize(image, spec), spec)
 
@@ -48,7 +56,20 @@ def load_many(requests: Sequence[LoadRequest]) -> list[Loaded]:
     results = []
     for request in requests:
         try:
-            results.append(Loaded(request, load_pixels(request.path, request.spec)))
+            results.append(Loaded(request, load_pixels(request.path, request.digest, request.spec)))
         except ImageDecodeError as exc:
             results.append(Loaded(request, None, str(exc)))
     return results
+
+
+@contextmanager
+def load_parallel(requests: Sequence[LoadRequest], workers: int) -> Iterator[Iterator[Loaded]]:
+    """Loads in ``workers`` processes, yielding results in request order (inline for 0 workers
+    or a single chunk of work)."""
+    chunks = [requests[start:start + _CHUNK] for start in range(0, len(requests), _CHUNK)]
+    if workers == 0 or len(chunks) <= 1:
+        yield (item for chunk in chunks for item in load_many(chunk))
+        return
+    # fork: workers only run PIL/numpy code and start in milliseconds (spawn would re-import torch).
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield (item for result in pool.imap(load_many, chunks) for item in result)

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -15,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.folder import FolderFile, hash_files, list_files
-from datasets.loading import LoadRequest, Loaded, load_many
+from datasets.loading import LoadRequest, Loaded, load_parallel
 from datasets.transforms import normalize
 from extractor.config import LabelConfig
 from extractor.fingerprint import stable_hash
@@ -23,9 +21,6 @@ from extractor.store import Failure, LabelRow, LabelStore, RequestRecord
 from teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherOutput
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 16  # files per worker task: small enough to keep both cores busy, big enough to amortise IPC
-
 
 @dataclass(frozen=True)
 class LabelSummary:
@@ -125,7 +120,7 @@ class _LabelRun:
         requests = [LoadRequest(f.path, f.digest, self.cfg.preprocess) for f in misses]
         bar = tqdm(total=len(requests), unit="img", desc="labeling", disable=self.cfg.quiet, leave=False)
         in_flight: deque[tuple[list[Loaded], Future[TeacherOutput], float]] = deque()
-        with _decoded(requests, self.cfg.workers) as loaded, \
+        with load_parallel(requests, self.cfg.workers) as loaded, \
                 ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="teacher") as calls:
             try:
                 for unit in self._units(loaded, bar):
@@ -207,15 +202,3 @@ def _rows(unit: list[Loaded], output: TeacherOutput) -> list[LabelRow]:
 def _describe(teacher: Teacher) -> dict:
     describe = getattr(teacher, "describe", None)
     return describe() if callable(describe) else {"type": type(teacher).__name__}
-
-
-@contextmanager
-def _decoded(requests: list[LoadRequest], workers: int) -> Iterator[Iterator[Loaded]]:
-    """Decodes in ``workers`` processes (in order), or inline when workers is 0 or there is little to do."""
-    chunks = [requests[start:start + _CHUNK] for start in range(0, len(requests), _CHUNK)]
-    if workers == 0 or len(chunks) <= 1:
-        yield (item for chunk in chunks for item in load_many(chunk))
-        return
-    # fork: workers only run PIL/numpy code, and start in milliseconds (spawn would re-import torch).
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield (item for result in pool.imap(load_many, chunks) for item in result)

@@ -1,0 +1,1 @@
+"""Tests for extractor, teachers, students and datasets."""

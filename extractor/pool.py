@@ -1,0 +1,110 @@
+"""The labeled pool a student learns from: one teacher's stored answers, their images, decoded once."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from datasets.loading import LoadRequest, load_parallel
+from datasets.transforms import PreprocessSpec
+from extractor.errors import CacheError
+from extractor.fingerprint import stable_hash
+from extractor.store import LabelStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherAnswers:
+    """One teacher's answers under one preprocessing, in a fixed order (sorted by digest)."""
+
+    teacher: dict
+    """The teacher's registered description, with fingerprint, num_classes, class_names."""
+    preprocess_fingerprint: str
+    spec_data: dict
+    digests: list[str]
+    labels: np.ndarray  # (N,) int64
+    scores: np.ndarray  # (N, C) float32: what the teacher gave; zeros where it gave nothing
+    kinds: list[str]
+    paths: list[Path]  # where each content was last seen
+    relative_paths: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.teacher["num_classes"] or self.scores.shape[1])
+
+
+def select_answers(store: LabelStore, teacher: str | None) -> TeacherAnswers:
+    """Loads the stored answers of the teacher named by a fingerprint prefix, or of the only one.
+
+    Raises:
+        CacheError: when the store is empty, or the choice is ambiguous (the message lists choices).
+    """
+    sources = store.db.execute("SELECT teacher, preprocess, COUNT(*) FROM labels GROUP BY teacher, preprocess "
+                               "ORDER BY COUNT(*) DESC").fetchall()
+    if teacher:
+        sources = [row for row in sources if row[0].startswith(teacher)]
+    if not sources:
+        raise CacheError(f"no stored answers{' for teacher ' + teacher if teacher else ''} in {store.path}; "
+                         "run `extractor label` first")
+    if len(sources) > 1:
+        choices = ", ".join(f"{t[:12]} (preprocess {p[:12]}, {n} images)" for t, p, n in sources)
+        raise CacheError(f"{store.path} holds answers from several teachers or preprocessings: {choices}; "
+                         "choose one with --teacher FINGERPRINT_PREFIX")
+    teacher_fp, preprocess_fp, _ = sources[0]
+    frame = store.labels(teacher=teacher_fp, preprocess=preprocess_fp).sort_values("digest")
+    frame = frame[frame["relative_path"].notna()]
+    description = store.teacher(teacher_fp)
+    classes = int(description["num_classes"] or max((len(s) for s in frame["soft"] if s is not None), default=0)
+                  or int(frame["label"].max()) + 1)
+    scores = np.zeros((len(frame), classes), dtype=np.float32)
+    for row, soft in enumerate(frame["soft"]):
+        if soft is not None:
+            scores[row] = soft
+    return TeacherAnswers(
+        teacher=description, preprocess_fingerprint=preprocess_fp, spec_data=store.preprocess_spec(preprocess_fp),
+        digests=frame["digest"].tolist(), labels=frame["label"].to_numpy(np.int64), scores=scores,
+        kinds=frame["kind"].tolist(), paths=[Path(r) / p for r, p in zip(frame["root"], frame["relative_path"])],
+        relative_paths=frame["relative_path"].tolist())
+
+
+def student_spec(spec_data: dict, size: int) -> PreprocessSpec:
+    """The teacher's crop, channels and pixel statistics at the student's input size."""
+    transform = {key: value for key, value in spec_data["transform"].items() if key != "version"}
+    for key in ("mean", "std"):
+        if key in transform:
+            transform[key] = tuple(transform[key])
+    return PreprocessSpec(**transform).with_size(size)
+
+
+def decode_once(answers: TeacherAnswers, spec: PreprocessSpec, cache_dir: Path, *, workers: int,
+                quiet: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Student-ready uint8 (N, C, S, S) tensors, decoded from the image files once and cached.
+
+    Returns the tensors and a (N,) bool mask of the images that could still be read.
+    """
+    key = stable_hash({"spec": spec.as_data(), "digests": answers.digests})[:20]
+    tensors_path, ok_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.ok.npy"
+    if tensors_path.exists() and ok_path.exists():
+        return np.load(tensors_path, mmap_mode="r"), np.load(ok_path)
+    count, channels = len(answers.digests), spec.num_channels
+    tensors = np.zeros((count, channels, spec.size, spec.size), dtype=np.uint8)
+    ok = np.zeros(count, dtype=bool)
+    requests = [LoadRequest(path, digest, spec) for path, digest in zip(answers.paths, answers.digests)]
+    with load_parallel(requests, workers) as loaded:
+        for index, item in enumerate(tqdm(loaded, total=count, desc="decoding", unit="img", disable=quiet,
+                                          leave=False)):
+            if item.pixels is None:
+                log.warning("cannot read %s any more (%s); it is left out of training", item.request.path, item.reason)
+                continue
+            tensors[index] = item.pixels.transpose(2, 0, 1)
+            ok[index] = True
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(tensors_path, tensors)
+    np.save(ok_path, ok)
+    (cache_dir / f"{key}.json").write_text(json.dumps({"spec": spec.as_data(), "images": count}))
+    return tensors, ok
