@@ -34,20 +34,40 @@ def label(
     mean: Annotated[Optional[str], typer.Option(help="Mean on the 0-255 scale: one value or three, comma-separated.")] = None,
     std: Annotated[Optional[str], typer.Option(help="Std on the 0-255 scale: one value or three, comma-separated.")] = None,
     center_crop: Annotated[float, typer.Option(help="Keep this fraction of the shorter side, centred.")] = 1.0,
-    output_policy: Annotated[str, typer.Option(help="auto | logits | probs: what the teacher's output is.")] = "auto",
+    output_policy: Annotated[str, typer.Option(help="auto | logits | probs: what the teacher's scores are.")] = "auto",
+    protocol: Annotated[Optional[str], typer.Option(help="HTTP teachers: kserve-v2 | kserve-v1 | torchserve | json.")] = None,
+    model_name: Annotated[str, typer.Option(help="HTTP teachers: the model's name on the server.")] = "",
+    model_version: Annotated[Optional[str], typer.Option(help="HTTP teachers: pin this model version.")] = None,
+    header: Annotated[Optional[list[str]], typer.Option(help="'Name: value' request header (secret; repeatable).")] = None,
+    header_env: Annotated[Optional[list[str]], typer.Option(help="'Name=ENVVAR': header value from the environment.")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Class names in index order: comma list or a file.")] = None,
+    json_spec: Annotated[Optional[Path], typer.Option(help="--protocol json: the request/answer spec file.")] = None,
+    ca_bundle: Annotated[Optional[Path], typer.Option(help="HTTP teachers: CA bundle for a private CA.")] = None,
+    timeout: Annotated[float, typer.Option(help="HTTP teachers: seconds per connect/read.")] = 30.0,
+    retries: Annotated[int, typer.Option(help="HTTP teachers: retries on errors, 429 and 5xx.")] = 4,
+    max_rps: Annotated[Optional[float], typer.Option(help="HTTP teachers: most requests per second.")] = None,
+    request_batch: Annotated[Optional[int], typer.Option(help="HTTP teachers: images per request.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Teacher calls in flight at once.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per teacher call.")] = 64,
     workers: Annotated[int, typer.Option(help="Decode processes (0: decode inline).")] = os.cpu_count() or 1,
     budget: Annotated[Optional[int], typer.Option(help="Most images ever sent to the teacher for this job.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say how many images would be sent.")] = False,
+    canary: Annotated[int, typer.Option(help="Re-query this many cached images; warn if answers changed.")] = 0,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Send every image the store has no answer for to the teacher, and keep its answers."""
     from extractor.commands import run_label
+    from extractor.teacher_source import TeacherSource, read_classes
 
-    summary = run_label(teacher=teacher, images=images, store=store, size=size, channels=channels, mean=mean,
-                        std=std, center_crop=center_crop, output_policy=output_policy, batch_size=batch_size,
-                        workers=workers, budget=budget, dry_run=dry_run, quiet=quiet or as_json)
+    source = TeacherSource(teacher=teacher, protocol=protocol, model_name=model_name, model_version=model_version,
+                           headers=tuple(header or ()), header_env=tuple(header_env or ()), timeout_s=timeout,
+                           retries=retries, max_rps=max_rps, request_batch=request_batch,
+                           classes=read_classes(classes), json_spec=json_spec, output_policy=output_policy,
+                           ca_bundle=ca_bundle)
+    summary = run_label(source, images=images, store=store, size=size, channels=channels, mean=mean, std=std,
+                        center_crop=center_crop, batch_size=batch_size, workers=workers, concurrency=concurrency,
+                        budget=budget, dry_run=dry_run, canary=canary, quiet=quiet or as_json)
     _emit(summary, as_json)
 
 

@@ -1,13 +1,18 @@
 """One library function per CLI command: resolve flags into configs, run the job, shape the result."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.transforms import PreprocessSpec
 from extractor.config import LabelConfig
-from extractor.jobs import LabelSummary, label_dataset
-from extractor.store import LabelStore
+from extractor.jobs import LabelSummary, job_identity, label_dataset, preprocess_fingerprint
+from extractor.store import LabelStore, RequestRecord
+from extractor.teacher_source import TeacherSource, open_teacher
+from teachers.base import Teacher
+from teachers.http import HttpTeacher, QueryBudget
+from teachers.http import RequestRecord as HttpRecord
 from teachers.onnx import OnnxTeacher
 
 
@@ -35,13 +40,17 @@ def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
     return values
 
 
-def resolve_preprocess(teacher: OnnxTeacher, size: int | None, channels: str | None, mean: str | None,
+def resolve_preprocess(teacher: Teacher, size: int | None, channels: str | None, mean: str | None,
                        std: str | None, center_crop: float) -> PreprocessSpec:
-    """The teacher's preprocessing: flags where given, else what the model's input shape implies."""
-    layout = teacher.layout
-    default_channels = "gray" if layout.channels == 1 else "rgb"
+    """The teacher's preprocessing: flags where given, else what the model's input shape implies.
+
+    Image-input teachers (they encode images themselves) keep the crop's own size unless --size is given.
+    """
+    shape = teacher_input_shape(teacher)  # (C, H, W) with None for unknown dims
+    default_channels = "gray" if shape[0] == 1 else "rgb"
+    default_size = None if teacher.input_format == "image" else shape[1] or 224
     return PreprocessSpec(
-        size=size or layout.height or 224,
+        size=size or default_size,
         channels=channels or default_channels,  # type: ignore[arg-type]
         mean=parse_floats(mean, "--mean") or (0.0,),
         std=parse_floats(std, "--std") or (255.0,),
@@ -49,16 +58,48 @@ def resolve_preprocess(teacher: OnnxTeacher, size: int | None, channels: str | N
     )
 
 
-def run_label(*, teacher: str, images: Path, store: Path, size: int | None, channels: str | None,
-              mean: str | None, std: str | None, center_crop: float, output_policy: str, batch_size: int,
-              workers: int, budget: int | None, dry_run: bool, quiet: bool) -> Result:
-    model = OnnxTeacher(teacher, output_policy=output_policy)  # type: ignore[arg-type]
+def teacher_input_shape(teacher: Teacher) -> tuple[int | None, int | None, int | None]:
+    if isinstance(teacher, OnnxTeacher):
+        return teacher.layout.channels, teacher.layout.height, teacher.layout.width
+    shape = getattr(teacher, "input_shape", None)
+    if shape and len(shape) == 4:
+        return shape[1], shape[2], shape[3]
+    return None, None, None
+
+
+def run_label(source: TeacherSource, *, images: Path, store: Path, size: int | None, channels: str | None,
+              mean: str | None, std: str | None, center_crop: float, batch_size: int, workers: int,
+              concurrency: int, budget: int | None, dry_run: bool, canary: int, quiet: bool) -> Result:
+    ledger = _Ledger()
+    model = open_teacher(source, on_request=ledger.add)
     spec = resolve_preprocess(model, size, channels, mean, std, center_crop)
     cfg = LabelConfig(images=images, store=store, preprocess=spec, batch_size=batch_size, workers=workers,
-                      budget=budget, dry_run=dry_run, quiet=quiet)
+                      concurrency=concurrency, budget=budget, dry_run=dry_run, canary=canary, quiet=quiet)
     with LabelStore(store) as label_store:
-        summary = label_dataset(cfg, model, label_store)
+        if isinstance(model, HttpTeacher) and budget is not None:
+            identity = job_identity(model.fingerprint, preprocess_fingerprint({"transform": spec.as_data()}), images)
+            model.budget = QueryBudget(budget, used=min(budget, label_store.images_sent(identity)))
+        drain = ledger.drain if isinstance(model, HttpTeacher) else None
+        summary = label_dataset(cfg, model, label_store, drain_requests=drain)
     return Result(summary.as_dict(), format_label_summary(summary, store))
+
+
+class _Ledger:
+    """Collects an HTTP teacher's request records from its worker threads for the store."""
+
+    def __init__(self) -> None:
+        self._records: list[RequestRecord] = []
+        self._lock = threading.Lock()
+
+    def add(self, record: HttpRecord) -> None:
+        with self._lock:
+            self._records.append(RequestRecord(record.time, record.images, record.charged, str(record.status),
+                                               record.latency_s, record.retries, record.error))
+
+    def drain(self) -> list[RequestRecord]:
+        with self._lock:
+            records, self._records = self._records, []
+        return records
 
 
 def format_label_summary(summary: LabelSummary, store: Path) -> str:
@@ -76,6 +117,8 @@ def format_label_summary(summary: LabelSummary, store: Path) -> str:
     ]
     if summary.skipped_budget:
         lines.append(f"held back       {summary.skipped_budget} by --budget (re-run with a larger budget)")
+    if summary.canary_checked:
+        lines.append(f"canary          {summary.canary_changed} of {summary.canary_checked} cached answers changed")
     if summary.failed:
         lines.append(f"failures are listed by `extractor store stats --store {store}` (job {summary.job_id})")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.folder import FolderFile, hash_files, list_files
-from datasets.loading import LoadRequest, Loaded, load_parallel
+from datasets.loading import LoadRequest, Loaded, load_many, load_parallel
 from datasets.transforms import normalize
 from extractor.config import LabelConfig
 from extractor.fingerprint import stable_hash
@@ -52,6 +52,11 @@ def preprocess_fingerprint(spec_data: dict) -> str:
     return stable_hash(spec_data)
 
 
+def job_identity(teacher_fingerprint: str, preprocess: str, root: Path) -> str:
+    """What makes two runs the same job (a resume): teacher, preprocessing and folder."""
+    return stable_hash([teacher_fingerprint, preprocess, str(Path(root).resolve())])
+
+
 def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
                   spec_data: dict | None = None,
                   drain_requests: Callable[[], list[RequestRecord]] | None = None) -> LabelSummary:
@@ -77,7 +82,7 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     unique = list({f.digest: f for f in reversed(files)}.values())[::-1]
     cached = store.cached_digests(teacher.fingerprint, preprocess, (f.digest for f in unique))
     misses = [f for f in unique if f.digest not in cached]
-    identity = stable_hash([teacher.fingerprint, preprocess, str(root)])
+    identity = job_identity(teacher.fingerprint, preprocess, root)
     skipped = 0
     if cfg.budget is not None:
         allowed = max(0, cfg.budget - store.images_sent(identity))
@@ -93,6 +98,8 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     run = _LabelRun(cfg, teacher, store, job_id, preprocess, drain_requests)
     status = "failed"
     try:
+        if cfg.canary:
+            run.canary([f for f in unique if f.digest in cached][: cfg.canary])
         run.label(misses)
         status = "done" if not skipped else "budget"
     except QueryBudgetExceeded:
@@ -100,7 +107,8 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
         raise
     finally:
         result = LabelSummary(labeled=run.labeled, failed=run.failed, queries=run.queries, job_id=job_id,
-                              not_images=run.not_images, seconds=time.perf_counter() - started, **summary)
+                              not_images=run.not_images, seconds=time.perf_counter() - started,
+                              canary_checked=run.canary_checked, canary_changed=run.canary_changed, **summary)
         store.finish_job(job_id, status, result.as_dict())
     return result
 
@@ -113,6 +121,7 @@ class _LabelRun:
         self.cfg, self.teacher, self.store = cfg, teacher, store
         self.job_id, self.preprocess, self.drain_requests = job_id, preprocess, drain_requests
         self.labeled = self.failed = self.queries = self.not_images = 0
+        self.canary_checked = self.canary_changed = 0
         self.pending_failures: list[Failure] = []
         self.unit = min(cfg.batch_size, teacher.max_batch or cfg.batch_size)
 
@@ -134,6 +143,29 @@ class _LabelRun:
                 for _, future, _ in in_flight:
                     future.cancel()
                 bar.close()
+
+    def canary(self, files: Sequence[FolderFile]) -> None:
+        """Re-asks the teacher about cached images and warns if its answers changed."""
+        stored = self.store.labels(teacher=self.teacher.fingerprint, preprocess=self.preprocess)
+        stored = stored.set_index("digest")
+        loaded = [item for item in load_many([LoadRequest(f.path, f.digest, self.cfg.preprocess) for f in files])
+                  if item.pixels is not None]
+        for start in range(0, len(loaded), self.unit):
+            unit = loaded[start:start + self.unit]
+            sent_at = time.time()
+            output = self._predict(unit)
+            self.queries += len(unit)
+            self._commit([], self._ledger(sent_at, len(unit), "ok", None))
+            for row in _rows(unit, output):
+                before = stored.loc[row.digest]
+                changed = row.label != before["label"] or (
+                    row.soft is not None and before["soft"] is not None
+                    and not np.allclose(row.soft, before["soft"], rtol=1e-3, atol=1e-4))
+                self.canary_checked += 1
+                self.canary_changed += bool(changed)
+        if self.canary_changed:
+            log.warning("canary: the teacher now answers differently for %d of %d cached images; its model may "
+                        "have changed behind the same fingerprint", self.canary_changed, self.canary_checked)
 
     def _units(self, loaded: Iterator[Loaded], bar: tqdm) -> Iterator[list[Loaded]]:
         """Groups decoded images into teacher calls; failures are set aside for the next commit."""

@@ -215,7 +215,7 @@ class KServeV2Codec:
 
     def encode(self, batch: np.ndarray) -> HttpRequest:
         tensor = {"name": self.input_name, "shape": list(batch.shape), "datatype": self.datatype,
-                  "data": batch.ravel().tolist()}
+                  "data": batch.ravel()}
         body: dict[str, Any] = {"inputs": [tensor]}
         if self.request_output:
             body["outputs"] = [{"name": self.output_name}]
@@ -262,7 +262,7 @@ class KServeV1Codec:
     def encode(self, batch: np.ndarray) -> HttpRequest:
         version = f"/versions/{self.version}" if self.version else ""
         return HttpRequest(f"/v1/models/{self.model}{version}:predict",
-                           _json_bytes({"instances": batch.tolist()}), _JSON)
+                           _json_bytes({"instances": batch}), _JSON)
 
     def decode(self, answer: Any) -> Answer:
         rows = _field(answer, "predictions", list)
@@ -324,7 +324,7 @@ class JsonCodec:
                           for index, image in enumerate(batch))
             return HttpRequest(spec.path, files=files)
         if spec.input == "tensor":
-            items: list[Any] = [np.asarray(item).tolist() for item in batch]
+            items: list[Any] = list(np.asarray(batch))
         else:
             items = [base64.b64encode(encode_image(image, spec.image_format)).decode("ascii") for image in batch]
         body = dict(spec.fields)
@@ -540,7 +540,29 @@ def _dim(value: Any) -> int | None:
 
 
 def _json_bytes(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    """Compact JSON of ``body``, in which numpy arrays become nested lists of float32 numbers."""
+    return _json_text(body).encode()
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        if not np.isfinite(value).all():
+            raise ValueError("inputs contain NaN or infinite values; JSON cannot carry them")
+        # numpy prints a float32 as the shortest decimal that reads back as the same float32
+        # (<= 9 significant digits, <= 15 characters): half the bytes of float64 reprs, and
+        # faster for both sides than json.dumps(array.tolist()).
+        return _nested(value.astype(np.float32).astype("U16"))
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(key))}:{_json_text(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_json_text(item) for item in value) + "]"
+    return json.dumps(value, allow_nan=False)
+
+
+def _nested(numbers: np.ndarray) -> str:
+    if numbers.ndim == 1:
+        return "[" + ",".join(numbers.tolist()) + "]"
+    return "[" + ",".join(_nested(part) for part in numbers) + "]"
 
 
 def make_codec(protocol: str, *, model: str, version: str | None, class_names: tuple[str, ...],

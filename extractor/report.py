@@ -1,0 +1,169 @@
+"""What the user got: size, latency, fidelity and accuracy of teacher vs student, as tables and a plot."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from extractor.profile import ModelProfile, profile_onnx
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZES = (1, 64)
+
+
+@dataclass(frozen=True)
+class Report:
+    data: dict
+    text: str
+
+    def as_dict(self) -> dict:
+        return self.data
+
+
+def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None,
+                 class_names: Sequence[str] | None = None) -> Report:
+    """Measures a trained run and writes report.json, report.csv, report.md and report.png.
+
+    Args:
+        run_dir: a directory written by `extractor train`.
+        ground_truth: true class name by image relative path (or file name); accuracy is
+            reported where it is given, else null.
+        class_names: names of the teacher's class indices (default: the teacher's own, else "0", "1", ...).
+    """
+    run = json.loads((run_dir / "run.json").read_text())
+    heldout = pd.read_csv(run_dir / "heldout.csv", dtype={"relative_path": str})
+    names = list(class_names or run["teacher"].get("class_names") or map(str, range(run["num_classes"])))
+    if len(names) != run["num_classes"]:
+        raise ValueError(f"--classes names {len(names)} classes, the teacher has {run['num_classes']}")
+    student = profile_onnx(run_dir / "student.onnx", input_size=run["student"]["size"], batch_sizes=BATCH_SIZES)
+    teacher = _teacher_profile(run)
+    agree = heldout["student_label"] == heldout["teacher_label"]
+    truth = _truth_column(heldout, ground_truth)
+    data = {
+        "run": str(run_dir),
+        "teacher": {**_profile_dict(teacher), "fingerprint": run["teacher"]["fingerprint"],
+                    "kind": run["teacher"].get("type"), "accuracy": _accuracy(heldout["teacher_label"], truth, names)},
+        "student": {**_profile_dict(student), "architecture": run["student"]["architecture"],
+                    "input": f"{run['student']['size']}px {run['student']['channels']}",
+                    "accuracy": _accuracy(heldout["student_label"], truth, names)},
+        "compression": (teacher.size_mb / student.size_mb) if teacher else None,
+        "fidelity": float(agree.mean()) if len(heldout) else None,
+        "accuracy": _accuracy(heldout["student_label"], truth, names),
+        "eval_images": int(len(heldout)),
+        "ground_truth_images": int(truth.notna().sum()) if truth is not None else 0,
+        "queries": run["queries"],
+        "targets": run["config"]["targets"],
+        "per_class": _per_class(heldout, names),
+        "onnx_max_abs_diff": run["onnx_max_abs_diff"],
+    }
+    (run_dir / "report.json").write_text(json.dumps(data, indent=2))
+    table = _table(data)
+    table.to_csv(run_dir / "report.csv", index=False)
+    markdown = _markdown(data, table)
+    (run_dir / "report.md").write_text(markdown)
+    _plot(data, run_dir / "report.png")
+    return Report(data, markdown)
+
+
+def _teacher_profile(run: dict) -> ModelProfile | None:
+    teacher = run["teacher"]
+    path = Path(teacher["path"]) if teacher.get("type") == "onnx" else None
+    if path is None or not path.exists():
+        log.warning("the teacher's model file is not available here: its size and latency are not reported")
+        return None
+    return profile_onnx(path, input_size=run["teacher_input_size"], batch_sizes=BATCH_SIZES)
+
+
+def _profile_dict(profile: ModelProfile | None) -> dict:
+    if profile is None:
+        return {"size_mb": None, "params": None, "latency_ms": None}
+    return {"size_mb": profile.size_mb, "params": profile.params,
+            "latency_ms": {str(batch): ms for batch, ms in profile.latency_ms.items()}}
+
+
+def _truth_column(heldout: pd.DataFrame, ground_truth: Mapping[str, str] | None) -> pd.Series | None:
+    if ground_truth is None:
+        return None
+    by_name = {Path(key).name: value for key, value in ground_truth.items()}
+    return pd.Series([ground_truth.get(path, by_name.get(Path(path).name)) for path in heldout["relative_path"]],
+                     index=heldout.index, dtype=object)
+
+
+def _accuracy(predicted: pd.Series, truth: pd.Series | None, names: Sequence[str]) -> float | None:
+    if truth is None or truth.notna().sum() == 0:
+        return None
+    known = truth.notna()
+    return float((predicted[known].map(lambda index: names[int(index)]) == truth[known].astype(str)).mean())
+
+
+def _per_class(heldout: pd.DataFrame, names: Sequence[str]) -> list[dict]:
+    rows = []
+    for index, name in enumerate(names):
+        of_class = heldout[heldout["teacher_label"] == index]
+        rows.append({"class": name, "images": int(len(of_class)),
+                     "agreement": float((of_class["student_label"] == index).mean()) if len(of_class) else None})
+    return rows
+
+
+def _table(data: dict) -> pd.DataFrame:
+    rows = []
+    for model in ("teacher", "student"):
+        entry = data[model]
+        latency = entry["latency_ms"] or {}
+        rows.append({"model": model, "size_mb": entry["size_mb"], "params": entry["params"],
+                     "latency_ms_b1": latency.get("1"), "latency_ms_b64": latency.get("64"),
+                     "fidelity": 1.0 if model == "teacher" else data["fidelity"], "accuracy": entry["accuracy"]})
+    return pd.DataFrame(rows)
+
+
+def _fmt(value: object, spec: str = ".2f") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
+
+
+def _markdown(data: dict, table: pd.DataFrame) -> str:
+    lines = ["| model | size (MB) | params | latency b1 (ms/img) | latency b64 (ms/img) | fidelity | accuracy |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in table.itertuples():
+        lines.append(f"| {row.model} | {_fmt(row.size_mb)} | {_fmt(row.params, ',')} | {_fmt(row.latency_ms_b1, '.3f')}"
+                     f" | {_fmt(row.latency_ms_b64, '.3f')} | {_fmt(row.fidelity, '.1%')} | {_fmt(row.accuracy, '.1%')} |")
+    lines += ["", f"- fidelity: top-1 agreement with the teacher on {data['eval_images']} held-out images",
+              f"- compression: {_fmt(data['compression'], '.1f')}x smaller; {data['queries']} teacher answers used",
+              f"- accuracy: against ground truth for {data['ground_truth_images']} held-out images"
+              if data["ground_truth_images"] else "- accuracy: n/a (no ground truth given)",
+              "", "| class | held-out images | agreement |", "|---|---:|---:|"]
+    lines += [f"| {row['class']} | {row['images']} | {_fmt(row['agreement'], '.1%')} |" for row in data["per_class"]]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(data: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for model, marker in (("teacher", "s"), ("student", "o")):
+        size = data[model]["size_mb"]
+        if size is None:
+            continue
+        left.scatter(size, 100 * (1.0 if model == "teacher" else data["fidelity"]), marker=marker, s=80,
+                     label=f"{model} fidelity")
+        if data[model]["accuracy"] is not None:
+            left.scatter(size, 100 * data[model]["accuracy"], marker=marker, s=80, facecolors="none",
+                         edgecolors="black", label=f"{model} accuracy")
+    left.set(xscale="log", xlabel="model size (MB, log)", ylabel="%", ylim=(0, 105),
+             title="size vs fidelity / accuracy")
+    left.legend(loc="lower right", fontsize=8)
+    classes = [row for row in data["per_class"] if row["images"]]
+    right.bar([row["class"] for row in classes], [100 * row["agreement"] for row in classes])
+    right.set(ylabel="agreement with teacher (%)", ylim=(0, 105), title="per-class agreement (held-out)")
+    right.tick_params(axis="x", rotation=45)
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
