@@ -6,11 +6,12 @@ import multiprocessing
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from datasets.decode import ImageDecodeError, decode_image
+from datasets.faces import Detection, FaceSpec, NoFaceError, face_region
 from datasets.transforms import PreprocessSpec, crop_and_resize, decode_min_side, to_pixels
 
 _CHUNK = 16  # files per worker task: small enough to keep both cores busy, big enough to amortise IPC
@@ -23,6 +24,9 @@ class LoadRequest:
     path: Path
     digest: str
     spec: PreprocessSpec
+    face: FaceSpec | None = None
+    """Crop to the face first (detection known, or None where the detector found none)."""
+    detection: Detection | None = None
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,14 @@ class Loaded:
     reason: str | None = None
 
 
-def load_pixels(path: Path, digest: str, spec: PreprocessSpec) -> np.ndarray:
+def load_pixels(path: Path, digest: str, spec: PreprocessSpec, face: FaceSpec | None = None,
+                detection: Detection | None = None) -> np.ndarray:
     """Reads and preprocesses one image file into uint8 (H, W, C) pixels.
 
     Raises:
         ImageDecodeError: with a one-line reason, for anything that is not a usable image,
             or a file whose content is no longer the one with ``digest``.
+        NoFaceError: when ``face`` requires a face and ``detection`` has none.
     """
     try:
         data = path.read_bytes()
@@ -47,7 +53,10 @@ def load_pixels(path: Path, digest: str, spec: PreprocessSpec) -> np.ndarray:
         raise ImageDecodeError(f"unreadable file: {exc.strerror}") from None
     if hashlib.sha256(data).hexdigest() != digest:
         raise ImageDecodeError("file changed since it was hashed")
-    image = decode_image(data, min_side=decode_min_side(spec))
+    if face is None or face.mode == "none":
+        image = decode_image(data, min_side=decode_min_side(spec))
+    else:
+        image = face_region(decode_image(data), detection, face)
     return to_pixels(crop_and_resize(image, spec), spec)
 
 
@@ -56,20 +65,34 @@ def load_many(requests: Sequence[LoadRequest]) -> list[Loaded]:
     results = []
     for request in requests:
         try:
-            results.append(Loaded(request, load_pixels(request.path, request.digest, request.spec)))
-        except ImageDecodeError as exc:
+            pixels = load_pixels(request.path, request.digest, request.spec, request.face, request.detection)
+            results.append(Loaded(request, pixels))
+        except (ImageDecodeError, NoFaceError) as exc:
             results.append(Loaded(request, None, str(exc)))
     return results
 
 
 @contextmanager
-def load_parallel(requests: Sequence[LoadRequest], workers: int) -> Iterator[Iterator[Loaded]]:
-    """Loads in ``workers`` processes, yielding results in request order (inline for 0 workers
-    or a single chunk of work)."""
-    chunks = [requests[start:start + _CHUNK] for start in range(0, len(requests), _CHUNK)]
-    if workers == 0 or len(chunks) <= 1:
+def load_parallel(requests: Iterable[LoadRequest], workers: int) -> Iterator[Iterator[Loaded]]:
+    """Loads in ``workers`` processes, yielding results in request order (inline for 0 workers).
+
+    ``requests`` may be a lazy iterator (e.g. fed by face detection as it goes).
+    """
+    chunks = _chunked(requests)
+    if workers == 0:
         yield (item for chunk in chunks for item in load_many(chunk))
         return
     # fork: workers only run PIL/numpy code and start in milliseconds (spawn would re-import torch).
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         yield (item for result in pool.imap(load_many, chunks) for item in result)
+
+
+def _chunked(requests: Iterable[LoadRequest]) -> Iterator[list[LoadRequest]]:
+    chunk: list[LoadRequest] = []
+    for request in requests:
+        chunk.append(request)
+        if len(chunk) == _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -5,6 +5,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from datasets.faces import FaceSpec
 from datasets.transforms import PreprocessSpec
 
 
@@ -18,6 +19,8 @@ class LabelConfig:
     """SQLite label store, created if missing."""
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     """How an image becomes a teacher input."""
+    faces: FaceSpec = field(default_factory=FaceSpec)
+    """Whether the face is found and cropped before preprocessing."""
     batch_size: int = 64
     """Images per teacher call (split further to the teacher's own request limit)."""
     workers: int = os.cpu_count() or 1

@@ -15,7 +15,9 @@ from tqdm import tqdm
 from datasets.folder import FolderFile, hash_files, list_files
 from datasets.loading import LoadRequest, Loaded, load_many, load_parallel
 from datasets.transforms import normalize
+from datasets.faces import FaceDetector
 from extractor.config import LabelConfig
+from extractor.face_stage import FaceStage
 from extractor.fingerprint import stable_hash
 from extractor.store import Failure, LabelRow, LabelStore, RequestRecord
 from teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherOutput
@@ -39,6 +41,8 @@ class LabelSummary:
     dry_run: bool = False
     canary_checked: int = 0
     canary_changed: int = 0
+    faces_detected: int = 0
+    """Images the face detector ran on in this job (0 when every detection was stored)."""
 
     @property
     def images_per_s(self) -> float:
@@ -57,8 +61,18 @@ def job_identity(teacher_fingerprint: str, preprocess: str, root: Path) -> str:
     return stable_hash([teacher_fingerprint, preprocess, str(Path(root).resolve())])
 
 
+def spec_data_of(cfg: LabelConfig, detector: FaceDetector | None) -> dict:
+    """Everything that shapes the teacher's input, as plain data: its hash keys the cache."""
+    data: dict = {"transform": cfg.preprocess.as_data()}
+    if cfg.faces.mode != "none":
+        if detector is None:
+            raise ValueError(f"--faces {cfg.faces.mode} needs a face detector")
+        data.update(faces=cfg.faces.as_data(), detector=detector.as_data())
+    return data
+
+
 def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
-                  spec_data: dict | None = None,
+                  detector: FaceDetector | None = None,
                   drain_requests: Callable[[], list[RequestRecord]] | None = None) -> LabelSummary:
     """Labels every image under ``cfg.images`` that the store has no answer for.
 
@@ -66,13 +80,12 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
         cfg: the job's configuration.
         teacher: the opaque model.
         store: where answers land, one transaction per answered batch.
-        spec_data: everything that shapes the teacher's input, as plain data (default:
-            ``cfg.preprocess.as_data()``); its hash is the preprocessing part of the cache key.
+        detector: finds faces when ``cfg.faces`` asks for them; detections are stored and reused.
         drain_requests: returns the ledger records a teacher logged itself since the last call
             (HTTP teachers); without it the job records one ledger row per teacher call.
     """
     started = time.perf_counter()
-    spec_data = spec_data or {"transform": cfg.preprocess.as_data()}
+    spec_data = spec_data_of(cfg, detector)
     preprocess = preprocess_fingerprint(spec_data)
     root = Path(cfg.images).resolve()
     known = store.known_files(str(root))
@@ -95,7 +108,9 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     store.register(teacher.fingerprint, _describe(teacher), teacher.num_classes,
                    getattr(teacher, "class_names", None), preprocess, spec_data)
     job_id = store.begin_job("label", identity, teacher.fingerprint, preprocess, str(root), cfg.as_data())
-    run = _LabelRun(cfg, teacher, store, job_id, preprocess, drain_requests)
+    faces = FaceStage(store.path, detector, cfg.faces, cfg.preprocess) if detector and cfg.faces.mode != "none" \
+        else None
+    run = _LabelRun(cfg, teacher, store, job_id, preprocess, drain_requests, faces)
     status = "failed"
     try:
         if cfg.canary:
@@ -108,7 +123,8 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     finally:
         result = LabelSummary(labeled=run.labeled, failed=run.failed, queries=run.queries, job_id=job_id,
                               not_images=run.not_images, seconds=time.perf_counter() - started,
-                              canary_checked=run.canary_checked, canary_changed=run.canary_changed, **summary)
+                              canary_checked=run.canary_checked, canary_changed=run.canary_changed,
+                              faces_detected=faces.detected if faces else 0, **summary)
         store.finish_job(job_id, status, result.as_dict())
     return result
 
@@ -117,8 +133,8 @@ class _LabelRun:
     """The pipelined part of one job: workers decode while the teacher answers."""
 
     def __init__(self, cfg: LabelConfig, teacher: Teacher, store: LabelStore, job_id: int, preprocess: str,
-                 drain_requests: Callable[[], list[RequestRecord]] | None) -> None:
-        self.cfg, self.teacher, self.store = cfg, teacher, store
+                 drain_requests: Callable[[], list[RequestRecord]] | None, faces: FaceStage | None) -> None:
+        self.cfg, self.teacher, self.store, self.faces = cfg, teacher, store, faces
         self.job_id, self.preprocess, self.drain_requests = job_id, preprocess, drain_requests
         self.labeled = self.failed = self.queries = self.not_images = 0
         self.canary_checked = self.canary_changed = 0
@@ -126,8 +142,8 @@ class _LabelRun:
         self.unit = min(cfg.batch_size, teacher.max_batch or cfg.batch_size)
 
     def label(self, misses: Sequence[FolderFile]) -> None:
-        requests = [LoadRequest(f.path, f.digest, self.cfg.preprocess) for f in misses]
-        bar = tqdm(total=len(requests), unit="img", desc="labeling", disable=self.cfg.quiet, leave=False)
+        requests = self._requests(misses)
+        bar = tqdm(total=len(misses), unit="img", desc="labeling", disable=self.cfg.quiet, leave=False)
         in_flight: deque[tuple[list[Loaded], Future[TeacherOutput], float]] = deque()
         with load_parallel(requests, self.cfg.workers) as loaded, \
                 ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="teacher") as calls:
@@ -148,8 +164,7 @@ class _LabelRun:
         """Re-asks the teacher about cached images and warns if its answers changed."""
         stored = self.store.labels(teacher=self.teacher.fingerprint, preprocess=self.preprocess)
         stored = stored.set_index("digest")
-        loaded = [item for item in load_many([LoadRequest(f.path, f.digest, self.cfg.preprocess) for f in files])
-                  if item.pixels is not None]
+        loaded = [item for item in load_many(list(self._requests(files))) if item.pixels is not None]
         for start in range(0, len(loaded), self.unit):
             unit = loaded[start:start + self.unit]
             sent_at = time.time()
@@ -166,6 +181,12 @@ class _LabelRun:
         if self.canary_changed:
             log.warning("canary: the teacher now answers differently for %d of %d cached images; its model may "
                         "have changed behind the same fingerprint", self.canary_changed, self.canary_checked)
+
+    def _requests(self, files: Sequence[FolderFile]) -> Iterator[LoadRequest]:
+        if self.faces is None:
+            return (LoadRequest(f.path, f.digest, self.cfg.preprocess) for f in files)
+        known = self.store.detections(self.faces.fingerprint, (f.digest for f in files))
+        return self.faces.requests(files, known)
 
     def _units(self, loaded: Iterator[Loaded], bar: tqdm) -> Iterator[list[Loaded]]:
         """Groups decoded images into teacher calls; failures are set aside for the next commit."""

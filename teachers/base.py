@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 OutputKind = Literal["probs", "logits", "topk", "label"]
+OutputPolicy = Literal["auto", "logits", "probs"]
+OUTPUT_POLICIES: tuple[str, ...] = ("auto", "logits", "probs")
 OUTPUT_KINDS: tuple[str, ...] = ("probs", "logits", "topk", "label")
 InputFormat = Literal["tensor", "image"]
 
@@ -81,3 +83,9 @@ def output_from_scores(scores: np.ndarray, kind: OutputKind) -> TeacherOutput:
         raise MalformedAnswer("the answer contains NaN or infinite scores")
     probs = torch.from_numpy(np.ascontiguousarray(scores))
     return TeacherOutput(labels=probs.argmax(dim=1), probs=probs, kind=kind)
+
+
+def guess_kind(scores: np.ndarray) -> OutputKind:
+    """"probs" when every row is non-negative and sums to 1, else "logits" (for output policy "auto")."""
+    rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)
+    return "probs" if rows_sum_to_one and (scores >= 0).all() else "logits"

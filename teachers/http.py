@@ -6,8 +6,9 @@ request is rate limited (``--max-rps``, shared by all threads), charged to the q
 every attempt, retried on connection errors, timeouts, 429 and 5xx with exponential backoff and full
 jitter (honouring ``Retry-After``), and reported once to the ``on_request`` ledger callback.
 
-Header values are secrets: they are kept in :class:`Secret` wrappers that print as ``***``, and are
-scrubbed from every message this module produces, including server answers quoted in errors.
+Header values are secrets: they are kept in :class:`Secret` wrappers that print as ``***``, are
+scrubbed from every message this module produces (server answers quoted in errors included), and
+never follow a redirect (redirects are refused, not followed).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -31,21 +32,22 @@ import torch
 
 from teachers import protocols
 from teachers.base import (
+    OUTPUT_POLICIES,
     InputFormat,
     MalformedAnswer,
     OutputKind,
+    OutputPolicy,
     QueryBudgetExceeded,
     TeacherError,
     TeacherOutput,
     TeacherUnavailable,
+    guess_kind,
     output_from_scores,
 )
 from teachers.protocols import PROTOCOLS, HttpRequest, JsonSpec, ModelInfo
 
 log = logging.getLogger(__name__)
 
-OutputPolicy = Literal["auto", "logits", "probs"]
-OUTPUT_POLICIES: tuple[str, ...] = ("auto", "logits", "probs")
 DEFAULT_REQUEST_BATCH = 32
 _NOT_RETRIED_5XX = {501, 505}  # Not Implemented / HTTP Version Not Supported never get better
 _NO_METADATA = {404, 405, 501}
@@ -356,12 +358,14 @@ class HttpTeacher:
         self._lock = threading.Lock()
         self._random = random.Random()
         self._limiter = RateLimiter(config.max_rps) if config.max_rps else None
+        self._retried_before = False
         info = self._read_metadata()
         self.model_version: str | None = self._pick_version(info)
         self._codec = protocols.make_codec(
             config.protocol, model=config.model, version=config.model_version, class_names=config.class_names,
             spec=config.json_spec, input_name=config.input_name, output_name=config.output_name, info=info)
-        self._input_shape = info.input_shape
+        self.input_shape: tuple[int | None, ...] | None = info.input_shape
+        """The model's input shape from metadata, (B, C, H, W) with None for unknown dims."""
         self.num_classes: int = self._declared_classes(info)
         self.input_format: InputFormat = self._codec.input_format
         self.max_batch: int | None = config.batch_size
@@ -388,7 +392,7 @@ class HttpTeacher:
         error: str | None = None
         try:
             response = self._send("POST", request, images, attempts)
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 raise self._http_error(response)
             answer = self._codec.decode(protocols.parse_json(response.content))
             return self._to_output(answer, images)
@@ -411,7 +415,7 @@ class HttpTeacher:
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.dtype != np.float32:
             raise TypeError(f"expected float32 (B, C, H, W), got {batch.dtype} {batch.shape}")
-        expected = self._input_shape[1:] if self._input_shape and len(self._input_shape) == 4 else ()
+        expected = self.input_shape[1:] if self.input_shape and len(self.input_shape) == 4 else ()
         for axis, (want, got) in enumerate(zip(expected, batch.shape[1:]), start=1):
             if want is not None and want != got:
                 raise ValueError(f"teacher expects inputs of shape {list(expected)}, got {list(batch.shape[1:])} "
@@ -435,7 +439,7 @@ class HttpTeacher:
             try:
                 response = self._session().request(
                     method, url, data=request.body, files=list(request.files) or None,
-                    headers=headers, timeout=config.timeout_s)
+                    headers=headers, timeout=config.timeout_s, allow_redirects=False)
             except requests.exceptions.SSLError:
                 attempts.status = "SSLError"
                 raise TeacherError(f"TLS verification of {self._public_url} failed; give --ca-bundle "
@@ -462,8 +466,8 @@ class HttpTeacher:
             if delay_s > config.max_backoff_s:
                 raise TeacherUnavailable(f"teacher {self._public_url} answered {failure} and asked to retry after "
                                          f"{delay_s:.0f} s, longer than --max-backoff {config.max_backoff_s:g} s")
-            log.warning("teacher %s: %s; retry %d of %d in %.2f s", self._public_url, failure,
-                        attempt + 1, config.retries, delay_s)
+            log.log(self._retry_log_level(), "teacher %s: %s; retry %d of %d in %.2f s", self._public_url,
+                    failure, attempt + 1, config.retries, delay_s)
             time.sleep(delay_s)
             attempt += 1
 
@@ -473,8 +477,15 @@ class HttpTeacher:
             session = requests.Session()
             session.headers.update(self.config.reveal_headers())
             session.verify = self.config.verify_tls
+            session.auth = _keep_headers  # else requests swaps in ~/.netrc credentials for Authorization
             self._local.session = session
         return session
+
+    def _retry_log_level(self) -> int:
+        """WARNING for the first retry of this teacher, INFO after: throttling repeats."""
+        with self._lock:
+            first, self._retried_before = not self._retried_before, True
+        return logging.WARNING if first else logging.INFO
 
     def _backoff_s(self, attempt: int) -> float:
         """Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015)."""
@@ -493,7 +504,7 @@ class HttpTeacher:
                 log.info("teacher %s has no model metadata (HTTP %d); using the flags alone",
                          self._public_url, response.status_code)
                 return ModelInfo()
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 raise self._http_error(response)
             return protocols.parse_metadata(self.config.protocol, protocols.parse_json(response.content))
         except TeacherError as exc:
@@ -550,7 +561,7 @@ class HttpTeacher:
     def _dense_kind(self, scores: np.ndarray) -> OutputKind:
         with self._lock:
             if self._kind is None:
-                self._kind = _guess_kind(scores)
+                self._kind = guess_kind(scores)
                 log.info("teacher %s outputs %s (decided from its first answer)", self._public_url, self._kind)
             return self._kind
 
@@ -568,9 +579,13 @@ class HttpTeacher:
                                f"{seen} to label with the new model)")
 
     def _http_error(self, response: requests.Response) -> TeacherError:
+        status = f"teacher {self._public_url} answered HTTP {response.status_code} {response.reason}"
+        if response.is_redirect:
+            target = public_url(response.headers.get("Location", "?"))
+            return TeacherError(f"{status} to {target}; redirects are not followed (they could carry the "
+                                "auth headers elsewhere): give the final URL")
         excerpt = " ".join(response.text[:_EXCERPT_CHARS].split())
-        return TeacherError(f"teacher {self._public_url} answered HTTP {response.status_code} "
-                            f"{response.reason}: {excerpt or '(empty body)'}")
+        return TeacherError(f"{status}: {excerpt or '(empty body)'}")
 
     def _scrub(self, exc: TeacherError) -> TeacherError:
         text = str(exc)
@@ -606,6 +621,11 @@ def public_url(url: str) -> str:
     parts = urlsplit(url)
     query = urlencode([(key, "***") for key, _ in parse_qsl(parts.query, keep_blank_values=True)])
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
+
+
+def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """A no-op requests auth: the headers already carry the credentials."""
+    return request
 
 
 def _check_header_name(name: str, flag: str) -> None:
@@ -661,8 +681,3 @@ def _root_cause(exc: BaseException) -> str:
             return type(exc).__name__
         seen.add(id(inner))
         exc = inner
-
-
-def _guess_kind(scores: np.ndarray) -> OutputKind:
-    rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)
-    return "probs" if rows_sum_to_one and (scores >= 0).all() else "logits"

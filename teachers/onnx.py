@@ -7,17 +7,23 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-from teachers.base import OutputKind, TeacherError, TeacherOutput, output_from_scores
+from teachers.base import (
+    OUTPUT_POLICIES,
+    OutputKind,
+    OutputPolicy,
+    TeacherError,
+    TeacherOutput,
+    guess_kind,
+    output_from_scores,
+)
 
 log = logging.getLogger(__name__)
 
-OutputPolicy = Literal["auto", "logits", "probs"]
-OUTPUT_POLICIES: tuple[str, ...] = ("auto", "logits", "probs")
 _PROBABILITY_OPS = {"Softmax"}
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -110,7 +116,7 @@ class OnnxTeacher:
         if scores.ndim != 2:
             raise TeacherError(f"output {self.output_name!r} has shape {scores.shape}; expected (batch, classes)")
         if self._kind is None:
-            self._kind = _guess_kind(scores)
+            self._kind = guess_kind(scores)
             log.info("teacher %s outputs %s (decided from its first answer)", self.path.name, self._kind)
         return output_from_scores(scores, self._kind)
 
@@ -142,8 +148,3 @@ def _ends_in_softmax(model_bytes: bytes, output_name: str) -> bool:
 
     graph = onnx.load_from_string(model_bytes).graph
     return any(output_name in node.output and node.op_type in _PROBABILITY_OPS for node in graph.node)
-
-
-def _guess_kind(scores: np.ndarray) -> OutputKind:
-    rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)
-    return "probs" if rows_sum_to_one and (scores >= 0).all() else "logits"

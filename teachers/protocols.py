@@ -26,6 +26,7 @@ import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, ClassVar, Literal, Protocol, Sequence
 
 import numpy as np
@@ -112,16 +113,16 @@ class JsonSpec:
 
     path: str = ""
     """Appended to the teacher URL, e.g. ``/predict``."""
-    input: str = "base64"
+    input: Literal["tensor", "base64", "multipart"] = "base64"
     """How images travel: "tensor" (preprocessed float lists), "base64" (encoded files in JSON) or
     "multipart" (file fields)."""
     input_key: str = "images"
     """Dotted key the inputs go under (JSON), or the multipart field name."""
-    image_format: str = "png"
+    image_format: Literal["png", "jpeg"] = "png"
     """Encoding of base64 and multipart images: "png" (lossless) or "jpeg"."""
     batch: bool = True
     """True: one request carries a list of inputs; False: one input per request, not in a list."""
-    output: str = "scores"
+    output: Literal["scores", "topk", "label"] = "scores"
     """What the answer holds: "scores" (dense, kind from --output-policy), "topk" or "label"."""
     scores: str = ""
     """Path to the scores: a (B, C) list for "scores"; for "topk" either lists parallel to
@@ -219,8 +220,8 @@ class KServeV2Codec:
         body: dict[str, Any] = {"inputs": [tensor]}
         if self.request_output:
             body["outputs"] = [{"name": self.output_name}]
-        version = f"/versions/{self.version}" if self.version else ""
-        return HttpRequest(f"/v2/models/{self.model}{version}/infer", _json_bytes(body), _JSON)
+        version = f"/versions/{_segment(self.version)}" if self.version else ""
+        return HttpRequest(f"/v2/models/{_segment(self.model)}{version}/infer", _json_bytes(body), _JSON)
 
     def decode(self, answer: Any) -> Answer:
         outputs = _field(answer, "outputs", list)
@@ -260,8 +261,8 @@ class KServeV1Codec:
     batched: ClassVar[bool] = True
 
     def encode(self, batch: np.ndarray) -> HttpRequest:
-        version = f"/versions/{self.version}" if self.version else ""
-        return HttpRequest(f"/v1/models/{self.model}{version}:predict",
+        version = f"/versions/{_segment(self.version)}" if self.version else ""
+        return HttpRequest(f"/v1/models/{_segment(self.model)}{version}:predict",
                            _json_bytes({"instances": batch}), _JSON)
 
     def decode(self, answer: Any) -> Answer:
@@ -288,8 +289,8 @@ class TorchServeCodec:
     def encode(self, batch: Sequence[np.ndarray]) -> HttpRequest:
         if len(batch) != 1:
             raise ValueError(f"torchserve takes one image per request, got {len(batch)}")
-        version = f"/{self.version}" if self.version else ""
-        return HttpRequest(f"/predictions/{self.model}{version}", encode_image(batch[0], "png"), "image/png")
+        version = f"/{_segment(self.version)}" if self.version else ""
+        return HttpRequest(f"/predictions/{_segment(self.model)}{version}", encode_image(batch[0], "png"), "image/png")
 
     def decode(self, answer: Any) -> Answer:
         if isinstance(answer, list) and len(answer) == 1:  # batch-aware handlers wrap the answer
@@ -364,9 +365,9 @@ class JsonCodec:
 def metadata_path(protocol: str, model: str) -> str | None:
     """Where a protocol serves model metadata, or None if it has no such endpoint."""
     if protocol == "kserve-v2":
-        return f"/v2/models/{model}"
+        return f"/v2/models/{_segment(model)}"
     if protocol == "kserve-v1":
-        return f"/v1/models/{model}"
+        return f"/v1/models/{_segment(model)}"
     return None
 
 
@@ -533,6 +534,11 @@ def _tensor_specs(metadata: dict[str, Any], key: str) -> list[dict[str, Any]]:
     if not isinstance(specs, list) or not all(isinstance(spec, dict) for spec in specs):
         raise MalformedAnswer(f"model metadata {key!r} is not a list of tensor objects")
     return specs
+
+
+def _segment(name: str) -> str:
+    """A model name or version as one URL path segment."""
+    return quote(name, safe="")
 
 
 def _dim(value: Any) -> int | None:

@@ -1,4 +1,3 @@
-import os
 import signal
 import sqlite3
 import subprocess
@@ -6,7 +5,6 @@ import sys
 import time
 
 import pandas as pd
-import pytest
 
 from tests.assets import EMOTION_FLAGS, EMOTION_TEACHER, lfw_subset, requires_assets
 from tests.e2e.cli import extractor, extractor_json

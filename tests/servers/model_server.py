@@ -121,12 +121,6 @@ class ModelServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> ModelServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def set(self, **changes: Any) -> None:
         """Changes switches by name, e.g. ``set(fault="503", fault_times=2)``."""
         valid = {f.name for f in fields(Switches)}
@@ -234,10 +228,13 @@ class _Handler(BaseHTTPRequestHandler):
         model = self.server.model_server
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path == "/control":
-            changes = json.loads(body or b"{}")
-            if changes.pop("reset_counts", False):
-                model.reset_counts()
-            model.set(**changes)
+            try:
+                changes = json.loads(body or b"{}")
+                if changes.pop("reset_counts", False):
+                    model.reset_counts()
+                model.set(**changes)
+            except (ValueError, AttributeError) as exc:
+                return self._send(400, {"error": str(exc)})
             return self._send(200, model.counts())
         route = _route(model, self.path)
         if route is None:
@@ -274,6 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(401, {"error": f"invalid credentials {quoted}"})
         elif fault is not None and fault.isdigit():
             headers = {"Retry-After": switches.retry_after} if switches.retry_after else {}
+            if fault.startswith("3"):
+                headers["Location"] = "http://127.0.0.1:9/elsewhere"
             return self._send(int(fault), {"error": f"injected {fault}"}, headers)
         scores = model.infer(inputs)
         if fault == "bad-json":

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import requests
 from PIL import Image
 
 from teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherError, TeacherUnavailable
@@ -401,6 +402,26 @@ def test_header_values_never_leak(serve, monkeypatch, caplog) -> None:
         json.dumps(dataclasses.asdict(config))
 
 
+def test_redirects_are_refused_not_followed(serve) -> None:
+    server = serve(TINY, "kserve-v2")
+    teacher = HttpTeacher(make_config(server, headers=(("X-Api-Key", "not-for-elsewhere"),)))
+    server.set(fault="307", fault_times=1)
+    with pytest.raises(TeacherError, match="HTTP 307 .* to http://127.0.0.1:9/elsewhere; redirects are not followed"):
+        teacher.predict(inputs_for(teacher, 2))
+    assert server.counts()["requests"] == 1
+
+
+def test_netrc_does_not_replace_the_authorization_header(serve, monkeypatch, tmp_path) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password other-credentials\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    server = serve(TINY, "kserve-v2")
+    teacher = HttpTeacher(make_config(server, headers=(parse_header("Authorization: Bearer the-right-token"),)))
+    teacher.predict(inputs_for(teacher, 1))
+    assert server.last_headers["Authorization"] == "Bearer the-right-token"
+
+
 def test_missing_header_env_names_the_variable(monkeypatch) -> None:
     monkeypatch.delenv("EXTRACTOR_TEST_MISSING", raising=False)
     with pytest.raises(ValueError, match="environment variable EXTRACTOR_TEST_MISSING is not set"):
@@ -410,7 +431,7 @@ def test_missing_header_env_names_the_variable(monkeypatch) -> None:
 
 def test_header_parsing_never_echoes_values() -> None:
     name, value = parse_header("Authorization: Bearer abc:def")
-    assert name == "Authorization" and value.reveal() == "Bearer abc:def"
+    assert name == "Authorization" and isinstance(value, Secret) and value.reveal() == "Bearer abc:def"
     assert str(value) == "***" and repr(value) == "Secret('***')" and f"{value}" == "***"
     assert parse_header_env(" X-Key = MY_KEY ") == ("X-Key", "MY_KEY")
     for bad, parser, hint in [("Authorization Bearer sk-live-1234567", parse_header, "has no colon"),
@@ -538,6 +559,18 @@ def test_inputs_are_checked_before_sending(serve) -> None:
 def test_config_errors_name_the_flag(options, flag) -> None:
     with pytest.raises(ValueError, match=flag):
         HttpConfig(**{**BASE, **options})
+
+
+def test_server_control_endpoint(serve) -> None:
+    server = serve(TINY, "kserve-v2")
+    teacher = HttpTeacher(make_config(server))
+    answer = requests.post(f"{server.url}/control", json={"fault": "503", "fault_times": 1, "model_version": "1"})
+    assert answer.status_code == 200 and server.switches.fault == "503"
+    teacher.predict(inputs_for(teacher, 2))
+    assert requests.get(f"{server.url}/control").json() == {"requests": 2, "images": 4, "max_in_flight": 1}
+    assert requests.post(f"{server.url}/control", json={"reset_counts": True}).json()["requests"] == 0
+    refused = requests.post(f"{server.url}/control", json={"fualt": "500"})
+    assert refused.status_code == 400 and "unknown switches" in refused.json()["error"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,97 @@
+"""Face detection ahead of labeling: runs once per image and detector, in a background thread."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from datasets.decode import ImageDecodeError, decode_image
+from datasets.faces import Detection, FaceDetector, FaceSpec
+from datasets.folder import FolderFile
+from datasets.loading import LoadRequest
+from datasets.transforms import PreprocessSpec
+from extractor.fingerprint import stable_hash
+from extractor.store import LabelStore
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+def detector_fingerprint(detector: FaceDetector) -> str:
+    return stable_hash(detector.as_data())
+
+
+class FaceStage:
+    """Turns files into face-cropping load requests, detecting where the store has no detection.
+
+    Stored detections are used at once; the rest are detected in batches on a background thread
+    that writes them to the store through its own connection, so detection overlaps with decoding
+    and teacher inference downstream.
+    """
+
+    def __init__(self, store_path: Path, detector: FaceDetector, face: FaceSpec, spec: PreprocessSpec,
+                 batch_size: int = 32) -> None:
+        self.store_path, self.detector, self.face, self.spec = store_path, detector, face, spec
+        self.fingerprint = detector_fingerprint(detector)
+        self.batch_size = batch_size
+        self.detected = 0
+
+    def requests(self, files: Sequence[FolderFile], known: dict[str, str | None]) -> Iterator[LoadRequest]:
+        """Load requests for ``files``: those with a known detection first, then as detection goes."""
+        pending = [f for f in files if f.digest not in known]
+        for file in files:
+            if file.digest in known:
+                stored = known[file.digest]
+                yield self._request(file, Detection.from_json(stored) if stored else None)
+        if not pending:
+            return
+        results: queue.Queue = queue.Queue(maxsize=4)
+        stop = threading.Event()
+        worker = threading.Thread(target=self._detect_all, args=(pending, results, stop), daemon=True,
+                                  name="face-detection")
+        worker.start()
+        try:
+            while (item := results.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    results.get_nowait()
+                except queue.Empty:
+                    worker.join(0.05)
+
+    def _request(self, file: FolderFile, detection: Detection | None) -> LoadRequest:
+        return LoadRequest(file.path, file.digest, self.spec, self.face, detection)
+
+    def _detect_all(self, files: list[FolderFile], results: queue.Queue, stop: threading.Event) -> None:
+        try:
+            with LabelStore(self.store_path) as store:
+                for start in range(0, len(files), self.batch_size):
+                    if stop.is_set():
+                        return
+                    results.put(self._detect_batch(files[start:start + self.batch_size], store))
+        except BaseException as exc:  # handed to the consuming thread, which re-raises it
+            results.put(exc)
+        finally:
+            results.put(_DONE)
+
+    def _detect_batch(self, files: list[FolderFile], store: LabelStore) -> list[LoadRequest]:
+        images, readable = [], []
+        for file in files:
+            try:
+                images.append(decode_image(file.path.read_bytes(), min_side=self.detector.canvas))
+                readable.append(file)
+            except (ImageDecodeError, OSError):
+                pass  # the decode worker reports it, with its reason, in the label job
+        detections = self.detector.detect(images) if images else []
+        store.put_detections(self.fingerprint, [(f.digest, d.to_json() if d else None)
+                                                for f, d in zip(readable, detections)])
+        self.detected += len(readable)
+        found = dict(zip((f.digest for f in readable), detections))
+        return [self._request(file, found.get(file.digest)) for file in files]

@@ -1,0 +1,204 @@
+"""In-memory training tensors and the tensor-side batching, augmentation and normalisation."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from students.losses import SOFT_KINDS, teacher_log_probs
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How uint8 images become student inputs: normalisation, plus augmentation when training."""
+
+    mean: tuple[float, ...] = (0.0,)
+    """One value, or one per channel, subtracted on the 0-255 scale."""
+    std: tuple[float, ...] = (255.0,)
+    """One value, or one per channel, divided by on the 0-255 scale."""
+    flip: bool = True
+    """Randomly mirror half of the training images left-right."""
+    shift_frac: float = 0.125
+    """Largest random translation, as a fraction of the side (edges are replicated)."""
+
+    def __post_init__(self) -> None:
+        if not self.mean or not self.std:
+            raise ValueError("--mean and --std need at least one value each")
+        if any(value == 0 for value in self.std):
+            raise ValueError("--std must not be 0")
+        if not 0.0 <= self.shift_frac < 0.5:
+            raise ValueError(f"--shift must be in [0, 0.5), got {self.shift_frac}")
+
+
+@dataclass(frozen=True)
+class DistilTensors:
+    """Images and what the teacher said about them, all in memory.
+
+    The teacher's outputs are stored already tempered: ``teacher_log_probs`` is
+    ``losses.teacher_log_probs(scores, kinds, T)`` computed once at the configured temperature, so no
+    step re-tempers them. Build with ``from_teacher``; a different temperature needs a new instance.
+    """
+
+    images: torch.Tensor
+    """(N, C, H, W) uint8 pixels, decoded and resized once."""
+    labels: torch.Tensor
+    """(N,) int64 teacher top-1 labels, the hard targets."""
+    teacher_log_probs: torch.Tensor
+    """(N, K) float32 tempered teacher log-probabilities; finite or -inf, never NaN."""
+    soft_mask: torch.Tensor
+    """(N,) bool, True where the teacher gave a soft output."""
+    truth: torch.Tensor | None = None
+    """(N,) int64 ground-truth labels, -1 where unknown; None when there are none at all."""
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.ndim != 4 or self.images.dtype != torch.uint8:
+            raise ValueError(f"images must be (N, C, H, W) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+        if self.labels.shape != (n,) or self.labels.dtype != torch.int64:
+            raise ValueError(f"labels must be ({n},) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
+        scores = self.teacher_log_probs
+        if scores.ndim != 2 or scores.shape[0] != n or scores.dtype != torch.float32:
+            raise ValueError(f"teacher_log_probs must be ({n}, K) float32, got {tuple(scores.shape)} {scores.dtype}")
+        if self.soft_mask.shape != (n,) or self.soft_mask.dtype != torch.bool:
+            raise ValueError(f"soft_mask must be ({n},) bool, got {tuple(self.soft_mask.shape)} {self.soft_mask.dtype}")
+        if self.truth is not None and (self.truth.shape != (n,) or self.truth.dtype != torch.int64):
+            raise ValueError(f"truth must be ({n},) int64, got {tuple(self.truth.shape)} {self.truth.dtype}")
+        if n and (self.labels.min() < 0 or self.labels.max() >= scores.shape[1]):
+            raise ValueError(f"labels must lie in [0, {scores.shape[1]})")
+        if torch.isnan(scores).any() or (scores == math.inf).any():
+            raise ValueError("teacher_log_probs must be finite or -inf, never NaN or +inf")
+
+    @classmethod
+    def from_teacher(
+        cls,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        scores: torch.Tensor,
+        kinds: Sequence[str] | str,
+        temperature: float,
+        truth: torch.Tensor | None = None,
+    ) -> DistilTensors:
+        """Tempers stored teacher scores once and derives the soft mask from their kinds.
+
+        Args:
+            images: (N, C, H, W) uint8.
+            labels: (N,) int64 teacher top-1 labels.
+            scores: (N, K) teacher scores as stored (any values in "label" rows).
+            kinds: "probs" | "logits" | "topk" | "label", for all rows or per row.
+            temperature: The distillation temperature T.
+            truth: Optional (N,) int64 ground truth, -1 where unknown.
+        """
+        kinds = [kinds] * images.shape[0] if isinstance(kinds, str) else list(kinds)
+        soft_mask = torch.tensor([kind in SOFT_KINDS for kind in kinds], dtype=torch.bool)
+        return cls(images=images, labels=labels, teacher_log_probs=teacher_log_probs(scores, kinds, temperature),
+                   soft_mask=soft_mask, truth=truth)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, index: torch.Tensor) -> DistilTensors:
+        """The rows picked by ``index`` ((M,) int64 or (N,) bool), e.g. a train/held-out split."""
+        return DistilTensors(images=self.images[index], labels=self.labels[index],
+                             teacher_log_probs=self.teacher_log_probs[index], soft_mask=self.soft_mask[index],
+                             truth=None if self.truth is None else self.truth[index])
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One step's worth of tensors, on the training device."""
+
+    inputs: torch.Tensor
+    """(B, C, H, W) float32, normalised (and augmented when training)."""
+    labels: torch.Tensor
+    """(B,) int64 teacher top-1 labels."""
+    teacher_log_probs: torch.Tensor
+    """(B, K) float32 tempered teacher log-probabilities."""
+    soft_mask: torch.Tensor
+    """(B,) bool, True where the teacher gave a soft output."""
+    truth: torch.Tensor | None
+    """(B,) int64 ground truth, -1 where unknown, or None."""
+
+
+def num_batches(num_samples: int, batch_size: int) -> int:
+    """Steps per epoch; the last batch may be smaller, none is dropped."""
+    return math.ceil(num_samples / batch_size)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator that depends only on ``(seed, epoch)``, so a resumed epoch replays exactly."""
+    # SeedSequence mixes the pair, so (seed, epoch) and (seed + 1, epoch - 1) give unrelated streams.
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def normalize(images: torch.Tensor, cfg: InputConfig) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 ``(pixel - mean) / std``, as in ``datasets.transforms.normalize``."""
+    channels = images.shape[1]
+    if len(cfg.mean) not in (1, channels) or len(cfg.std) not in (1, channels):
+        raise ValueError(f"--mean and --std take 1 or {channels} values for {channels}-channel images")
+    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
+    scale = 1.0 / torch.tensor(cfg.std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
+    return (images.float() - mean) * scale
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, cfg: InputConfig) -> torch.Tensor:
+    """Random flip and translation per image, then ``normalize``; one gather for the whole batch.
+
+    The translation equals replicate-padding each side by ``round(side * shift_frac)`` pixels and
+    taking a random crop of the original size. Random numbers come from the CPU ``generator``
+    whatever the images' device, so results do not depend on where training runs.
+
+    Args:
+        images: (B, C, H, W) uint8 on any device.
+        generator: CPU generator; its state advances.
+        cfg: Flip, shift and normalisation settings.
+
+    Returns:
+        (B, C, H, W) float32 on the images' device.
+    """
+    n, channels, height, width = images.shape
+    pad_y, pad_x = round(height * cfg.shift_frac), round(width * cfg.shift_frac)
+    shift_y = torch.randint(-pad_y, pad_y + 1, (n, 1), generator=generator)
+    shift_x = torch.randint(-pad_x, pad_x + 1, (n, 1), generator=generator)
+    flip = torch.rand((n, 1), generator=generator) < 0.5 if cfg.flip else torch.zeros((n, 1), dtype=torch.bool)
+    cols = torch.arange(width).expand(n, width)
+    cols = torch.where(flip, width - 1 - cols, cols)
+    rows = (torch.arange(height) + shift_y).clamp_(0, height - 1)  # (B, H)
+    cols = (cols + shift_x).clamp_(0, width - 1)  # (B, W)
+    flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, height * width).to(images.device)
+    moved = images.reshape(n, channels, height * width).gather(2, flat.expand(n, channels, height * width))
+    return normalize(moved.view(n, channels, height, width), cfg)
+
+
+def _batch(data: DistilTensors, index: torch.Tensor | slice, inputs: torch.Tensor, device: torch.device) -> Batch:
+    return Batch(inputs=inputs, labels=data.labels[index].to(device),
+                 teacher_log_probs=data.teacher_log_probs[index].to(device),
+                 soft_mask=data.soft_mask[index].to(device),
+                 truth=None if data.truth is None else data.truth[index].to(device))
+
+
+def train_batches(data: DistilTensors, batch_size: int, *, seed: int, epoch: int, inputs: InputConfig,
+                  device: torch.device | str = "cpu") -> Iterator[Batch]:
+    """One shuffled, augmented epoch; deterministic given ``(seed, epoch)``.
+
+    Images travel to ``device`` as uint8 and are augmented there, which moves a quarter of the bytes.
+    """
+    device = torch.device(device)
+    generator = epoch_generator(seed, epoch)
+    order = torch.randperm(len(data), generator=generator)
+    for start in range(0, len(data), batch_size):
+        index = order[start:start + batch_size]
+        images = data.images[index].to(device, non_blocking=True)
+        yield _batch(data, index, augment(images, generator, inputs), device)
+
+
+def eval_batches(data: DistilTensors, batch_size: int, *, inputs: InputConfig,
+                 device: torch.device | str = "cpu") -> Iterator[Batch]:
+    """The rows in order, normalised but never augmented."""
+    device = torch.device(device)
+    for start in range(0, len(data), batch_size):
+        rows = slice(start, start + batch_size)
+        yield _batch(data, rows, normalize(data.images[rows].to(device, non_blocking=True), inputs), device)
