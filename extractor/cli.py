@@ -34,6 +34,10 @@ def label(
     mean: Annotated[Optional[str], typer.Option(help="Mean on the 0-255 scale: one value or three, comma-separated.")] = None,
     std: Annotated[Optional[str], typer.Option(help="Std on the 0-255 scale: one value or three, comma-separated.")] = None,
     center_crop: Annotated[float, typer.Option(help="Keep this fraction of the shorter side, centred.")] = 1.0,
+    faces: Annotated[str, typer.Option(help="none | detect | fallback-center: crop the face (MTCNN) first.")] = "none",
+    face_margin: Annotated[float, typer.Option(help="Fraction of the face box added on each side.")] = 0.2,
+    face_align: Annotated[bool, typer.Option("--face-align", help="Align the eyes to a fixed template.")] = False,
+    face_min_score: Annotated[float, typer.Option(help="Detections below this confidence count as no face.")] = 0.9,
     output_policy: Annotated[str, typer.Option(help="auto | logits | probs: what the teacher's scores are.")] = "auto",
     protocol: Annotated[Optional[str], typer.Option(help="HTTP teachers: kserve-v2 | kserve-v1 | torchserve | json.")] = None,
     model_name: Annotated[str, typer.Option(help="HTTP teachers: the model's name on the server.")] = "",
@@ -57,18 +61,82 @@ def label(
     quiet: QuietOption = False,
 ) -> None:
     """Send every image the store has no answer for to the teacher, and keep its answers."""
+    from datasets.faces import FaceSpec
     from extractor.commands import run_label
     from extractor.teacher_source import TeacherSource, read_classes
 
+    face_spec = FaceSpec(mode=faces, margin=face_margin, align=face_align, min_score=face_min_score)  # type: ignore[arg-type]
     source = TeacherSource(teacher=teacher, protocol=protocol, model_name=model_name, model_version=model_version,
                            headers=tuple(header or ()), header_env=tuple(header_env or ()), timeout_s=timeout,
                            retries=retries, max_rps=max_rps, request_batch=request_batch,
                            classes=read_classes(classes), json_spec=json_spec, output_policy=output_policy,
                            ca_bundle=ca_bundle)
     summary = run_label(source, images=images, store=store, size=size, channels=channels, mean=mean, std=std,
-                        center_crop=center_crop, batch_size=batch_size, workers=workers, concurrency=concurrency,
+                        center_crop=center_crop, faces=face_spec, batch_size=batch_size, workers=workers, concurrency=concurrency,
                         budget=budget, dry_run=dry_run, canary=canary, quiet=quiet or as_json)
     _emit(summary, as_json)
+
+
+@app.command()
+def train(
+    store: StoreOption = Path("labels.db"),
+    out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics and student.onnx.")] = Path("runs/student"),
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher fingerprint prefix (when the store holds several).")] = None,
+    targets: Annotated[str, typer.Option(help="joint | hard | soft: what the student learns from.")] = "joint",
+    alpha: Annotated[float, typer.Option(help="Weight of the soft (KL) term.")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 4.0,
+    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
+    size: Annotated[int, typer.Option(help="Student input side in px (>= 32).")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for weights, order and augmentation.")] = 0,
+    heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,
+    split_by: Annotated[Optional[tuple[Path, str]], typer.Option(help="CSV COLUMN: hold out whole groups (people).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    workers: Annotated[int, typer.Option(help="Decode processes for the one-time tensor cache.")] = os.cpu_count() or 1,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a compact student on the teacher's stored hard and soft answers."""
+    from extractor.commands import run_train
+    from extractor.training import TrainConfig
+    from students.losses import DistillConfig
+    from students.trainer import OptimConfig
+
+    cfg = TrainConfig(store=store, out=out, teacher=teacher, size=size, heldout=heldout, split_by=split_by,
+                      resume=resume, workers=workers, quiet=quiet or as_json,
+                      distill=DistillConfig(targets=targets, alpha=alpha, temperature=temperature),  # type: ignore[arg-type]
+                      optim=OptimConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
+    _emit(run_train(cfg), as_json)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `extractor train`.")],
+    ground_truth: Annotated[Optional[str], typer.Option(help="LABELS.csv, or 'folders' for class-per-folder trees.")] = None,
+    label_column: Annotated[str, typer.Option(help="Ground-truth column of the CSV.")] = "label",
+    classes: Annotated[Optional[str], typer.Option(help="Names of the teacher's classes: comma list or file.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure teacher vs student: size, latency, fidelity, accuracy; write report.{md,json,csv,png}."""
+    from extractor.commands import run_report
+    from extractor.teacher_source import read_classes
+
+    _emit(run_report(run_dir, ground_truth=ground_truth, label_column=label_column,
+                     classes=read_classes(classes)), as_json)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's teacher, images, store and run.")] = Path("demo-run"),
+    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 12,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Label -> train -> report on a built-in black box (a digits CNN) and images that packages ship."""
+    from extractor.demo import run_demo
+
+    _emit(run_demo(out, epochs=epochs, quiet=quiet or as_json), as_json)
 
 
 @app.command()

@@ -1,15 +1,28 @@
 """One library function per CLI command: resolve flags into configs, run the job, shape the result."""
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
+from datasets.faces import FaceDetector, FaceSpec
+from datasets.ground_truth import from_csv, from_folders
 from datasets.transforms import PreprocessSpec
 from extractor.config import LabelConfig
-from extractor.jobs import LabelSummary, job_identity, label_dataset, preprocess_fingerprint
+from extractor.jobs import (
+    LabelSummary,
+    job_identity,
+    label_dataset,
+    preprocess_fingerprint,
+    spec_data_of,
+)
+from extractor.report import build_report
 from extractor.store import LabelStore, RequestRecord
 from extractor.teacher_source import TeacherSource, open_teacher
+from extractor.training import TrainConfig, train_student
 from teachers.base import Teacher
 from teachers.http import HttpTeacher, QueryBudget
 from teachers.http import RequestRecord as HttpRecord
@@ -61,26 +74,29 @@ def resolve_preprocess(teacher: Teacher, size: int | None, channels: str | None,
 def teacher_input_shape(teacher: Teacher) -> tuple[int | None, int | None, int | None]:
     if isinstance(teacher, OnnxTeacher):
         return teacher.layout.channels, teacher.layout.height, teacher.layout.width
-    shape = getattr(teacher, "input_shape", None)
+    shape = teacher.input_shape if isinstance(teacher, HttpTeacher) else None
     if shape and len(shape) == 4:
         return shape[1], shape[2], shape[3]
     return None, None, None
 
 
 def run_label(source: TeacherSource, *, images: Path, store: Path, size: int | None, channels: str | None,
-              mean: str | None, std: str | None, center_crop: float, batch_size: int, workers: int,
-              concurrency: int, budget: int | None, dry_run: bool, canary: int, quiet: bool) -> Result:
+              mean: str | None, std: str | None, center_crop: float, faces: FaceSpec, batch_size: int,
+              workers: int, concurrency: int, budget: int | None, dry_run: bool, canary: int,
+              quiet: bool) -> Result:
     ledger = _Ledger()
     model = open_teacher(source, on_request=ledger.add)
     spec = resolve_preprocess(model, size, channels, mean, std, center_crop)
-    cfg = LabelConfig(images=images, store=store, preprocess=spec, batch_size=batch_size, workers=workers,
-                      concurrency=concurrency, budget=budget, dry_run=dry_run, canary=canary, quiet=quiet)
+    cfg = LabelConfig(images=images, store=store, preprocess=spec, faces=faces, batch_size=batch_size,
+                      workers=workers, concurrency=concurrency, budget=budget, dry_run=dry_run, canary=canary,
+                      quiet=quiet)
+    detector = FaceDetector() if faces.mode != "none" else None
     with LabelStore(store) as label_store:
         if isinstance(model, HttpTeacher) and budget is not None:
-            identity = job_identity(model.fingerprint, preprocess_fingerprint({"transform": spec.as_data()}), images)
+            identity = job_identity(model.fingerprint, preprocess_fingerprint(spec_data_of(cfg, detector)), images)
             model.budget = QueryBudget(budget, used=min(budget, label_store.images_sent(identity)))
         drain = ledger.drain if isinstance(model, HttpTeacher) else None
-        summary = label_dataset(cfg, model, label_store, drain_requests=drain)
+        summary = label_dataset(cfg, model, label_store, detector=detector, drain_requests=drain)
     return Result(summary.as_dict(), format_label_summary(summary, store))
 
 
@@ -111,6 +127,7 @@ def format_label_summary(summary: LabelSummary, store: Path) -> str:
         f"images found    {summary.images}" + (f" ({summary.duplicates} duplicate files)" if summary.duplicates else ""),
         f"labeled now     {summary.labeled}",
         f"already cached  {summary.cached}",
+        *([f"faces detected  {summary.faces_detected}"] if summary.faces_detected else []),
         f"failed          {summary.failed}" + (f" ({summary.not_images} not images)" if summary.not_images else ""),
         f"teacher queries {summary.queries}",
         f"time            {summary.seconds:.1f} s ({summary.images_per_s:.0f} img/s)",
@@ -153,3 +170,28 @@ def run_store_stats(store: Path) -> Result:
               f"{row['retries']} retries, {row['errors']} errors, mean {row['mean_latency_s'] * 1000:.1f} ms"
               for row in stats["requests"]]
     return Result(stats, "\n".join(lines))
+
+
+def run_train(cfg: TrainConfig) -> Result:
+    result = train_student(cfg)
+    text = (f"student trained: {result.fidelity:.1%} held-out fidelity on {result.heldout_images} images "
+            f"({result.train_images} trained on, {result.epochs} epochs, {result.seconds / 60:.1f} min)\n"
+            f"ONNX export {result.out / 'student.onnx'} matches torch within {result.onnx_max_abs_diff:.1e}\n"
+            f"next: extractor report {result.out}")
+    return Result(result.as_dict(), text)
+
+
+def run_report(run_dir: Path, *, ground_truth: str | None, label_column: str, classes: tuple[str, ...]) -> Result:
+    if not (run_dir / "run.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a training run (no run.json); run `extractor train` first")
+    truth = None
+    if ground_truth:
+        run = json.loads((run_dir / "run.json").read_text())
+        paths = pd.read_csv(run_dir / "heldout.csv", dtype={"relative_path": str})["relative_path"].tolist()
+        truth = (from_folders(Path("."), paths) if ground_truth == "folders"
+                 else from_csv(Path(ground_truth), label_column, paths))
+        if not truth:
+            raise ValueError(f"--ground-truth {ground_truth} names none of the {len(paths)} held-out images "
+                             f"(teacher {run['teacher']['fingerprint'][:12]})")
+    report = build_report(run_dir, ground_truth=truth, class_names=classes or None)
+    return Result(report.data, report.text + f"\nwritten: {run_dir}/report.md, report.json, report.csv, report.png")

@@ -12,10 +12,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from datasets.folder import FolderFile, hash_files, list_files
-from datasets.loading import LoadRequest, Loaded, load_many, load_parallel
-from datasets.transforms import normalize
 from datasets.faces import FaceDetector
+from datasets.folder import FolderFile, hash_files, list_files
+from datasets.loading import Loaded, LoadRequest, load_many, load_parallel
+from datasets.transforms import normalize
 from extractor.config import LabelConfig
 from extractor.face_stage import FaceStage
 from extractor.fingerprint import stable_hash

@@ -81,20 +81,21 @@ def student_spec(spec_data: dict, size: int) -> PreprocessSpec:
     return PreprocessSpec(**transform).with_size(size)
 
 
-def decode_once(answers: TeacherAnswers, spec: PreprocessSpec, cache_dir: Path, *, workers: int,
+def decode_once(answers: TeacherAnswers, requests: list[LoadRequest], cache_dir: Path, *, workers: int,
                 quiet: bool) -> tuple[np.ndarray, np.ndarray]:
     """Student-ready uint8 (N, C, S, S) tensors, decoded from the image files once and cached.
 
     Returns the tensors and a (N,) bool mask of the images that could still be read.
     """
-    key = stable_hash({"spec": spec.as_data(), "digests": answers.digests})[:20]
+    spec = requests[0].spec
+    key = stable_hash({"spec": spec.as_data(), "digests": answers.digests,
+                       "faces": answers.spec_data.get("faces"), "detector": answers.spec_data.get("detector")})[:20]
     tensors_path, ok_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.ok.npy"
     if tensors_path.exists() and ok_path.exists():
-        return np.load(tensors_path, mmap_mode="r"), np.load(ok_path)
+        return np.load(tensors_path), np.load(ok_path)
     count, channels = len(answers.digests), spec.num_channels
     tensors = np.zeros((count, channels, spec.size, spec.size), dtype=np.uint8)
     ok = np.zeros(count, dtype=bool)
-    requests = [LoadRequest(path, digest, spec) for path, digest in zip(answers.paths, answers.digests)]
     with load_parallel(requests, workers) as loaded:
         for index, item in enumerate(tqdm(loaded, total=count, desc="decoding", unit="img", disable=quiet,
                                           leave=False)):

@@ -133,7 +133,8 @@ def _markdown(data: dict, table: pd.DataFrame) -> str:
         lines.append(f"| {row.model} | {_fmt(row.size_mb)} | {_fmt(row.params, ',')} | {_fmt(row.latency_ms_b1, '.3f')}"
                      f" | {_fmt(row.latency_ms_b64, '.3f')} | {_fmt(row.fidelity, '.1%')} | {_fmt(row.accuracy, '.1%')} |")
     lines += ["", f"- fidelity: top-1 agreement with the teacher on {data['eval_images']} held-out images",
-              f"- compression: {_fmt(data['compression'], '.1f')}x smaller; {data['queries']} teacher answers used",
+              f"- compression: the student is {_fmt(data['compression'], '.1f')}x smaller than the teacher; "
+              f"{data['queries']} teacher answers used",
               f"- accuracy: against ground truth for {data['ground_truth_images']} held-out images"
               if data["ground_truth_images"] else "- accuracy: n/a (no ground truth given)",
               "", "| class | held-out images | agreement |", "|---|---:|---:|"]

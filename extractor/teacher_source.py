@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Callable
 
 from teachers.base import Teacher
-from teachers.http import HttpConfig, HttpTeacher, RequestRecord, parse_header, parse_header_env
+from teachers.http import (
+    HttpConfig,
+    HttpTeacher,
+    RequestRecord,
+    parse_header,
+    parse_header_env,
+)
 from teachers.onnx import OnnxTeacher
 from teachers.protocols import JsonSpec
 
