@@ -128,7 +128,7 @@ class FaceDetector:
             min_face_size: smallest face searched for, in canvas pixels.
             thresholds: P-, R- and O-net score thresholds (MTCNN's defaults).
             factor: scale step of the image pyramid (MTCNN's default).
-            batch_size: images per forward pass; 16 was fastest on 2 CPU cores.
+            batch_size: images per forward pass; 16 used the least CPU per image of 1 to 64.
         """
         if canvas < 48:
             raise ValueError(f"--face-canvas must be >= 48 pixels, got {canvas}")
@@ -153,7 +153,7 @@ class FaceDetector:
         """Every setting that can change a detection, as plain data (batch size cannot)."""
         return {"detector": "mtcnn", "package": f"facenet-pytorch {importlib.metadata.version('facenet-pytorch')}",
                 "canvas": self.canvas, "min_face_size": self.min_face_size, "thresholds": list(self.thresholds),
-                "factor": self.factor, "resize": "letterbox-top-left-bilinear", "select": "max-score",
+                "factor": self.factor, "resize": "letterbox-top-left-bilinear-gap2", "select": "max-score",
                 "version": FACES_VERSION}
 
     def detect(self, images: Sequence[Image.Image]) -> list[Detection | None]:
@@ -230,7 +230,9 @@ def _letterbox(img: Image.Image, side: int) -> tuple[np.ndarray, tuple[int, int]
     scale = side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if size != img.size:
-        img = img.resize(size, Image.Resampling.BILINEAR)  # before RGB conversion: 3x fewer pixels for "L"
+        # Before RGB conversion (3x fewer pixels for "L"); reducing_gap box-reduces first: 4x faster on a
+        # 12-megapixel photo, and boxes move by about one canvas pixel.
+        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
     canvas[:size[1], :size[0]] = np.asarray(img.convert("RGB"))
     return canvas, size

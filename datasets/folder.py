@@ -27,23 +27,22 @@ def list_files(root: str | os.PathLike) -> list[FolderFile]:
 
     Images are told by content later, so files without an extension are included.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--images {root} is not a directory")
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise FileNotFoundError(f"--images {root_path} is not a directory")
     found: list[FolderFile] = []
-    pending = [root]
+    pending = [(str(root_path), "")]
     while pending:
-        folder = pending.pop()
+        folder, prefix = pending.pop()
         with os.scandir(folder) as entries:
-            for entry in sorted(entries, key=lambda e: e.name, reverse=True):
+            for entry in entries:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_dir():
-                    pending.append(Path(entry.path))
+                    pending.append((entry.path, f"{prefix}{entry.name}/"))
                 elif entry.is_file():
                     stat = entry.stat()
-                    path = Path(entry.path)
-                    found.append(FolderFile(path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns))
+                    found.append(FolderFile(prefix + entry.name, Path(entry.path), stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.relative_path)
 
 
@@ -52,14 +51,19 @@ def hash_files(files: list[FolderFile], known: Mapping[str, tuple[int, int, str]
     """Fills in each file's digest, reusing ``known[relative_path] = (size, mtime_ns, digest)``
     when size and modification time are unchanged (as git's index does), hashing the rest on a
     thread pool (hashlib releases the GIL)."""
-    def digest_of(file: FolderFile) -> FolderFile:
-        size, mtime_ns, digest = known.get(file.relative_path, (-1, -1, ""))
-        if (size, mtime_ns) != (file.size, file.mtime_ns) or not digest:
-            digest = file_sha256(file.path)
+    def with_digest(file: FolderFile, digest: str) -> FolderFile:
         return FolderFile(file.relative_path, file.path, file.size, file.mtime_ns, digest)
 
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        return list(pool.map(digest_of, files, chunksize=256))
+    digests: list[str | None] = []
+    for file in files:
+        size, mtime_ns, digest = known.get(file.relative_path, (-1, -1, ""))
+        digests.append(digest if (size, mtime_ns) == (file.size, file.mtime_ns) and digest else None)
+    stale = [i for i, digest in enumerate(digests) if digest is None]
+    if stale:
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            for index, digest in zip(stale, pool.map(lambda i: file_sha256(files[i].path), stale)):
+                digests[index] = digest
+    return [with_digest(file, digest or "") for file, digest in zip(files, digests)]
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -142,6 +142,8 @@ class _LabelRun:
         self.unit = min(cfg.batch_size, teacher.max_batch or cfg.batch_size)
 
     def label(self, misses: Sequence[FolderFile]) -> None:
+        if not misses:
+            return
         requests = self._requests(misses)
         bar = tqdm(total=len(misses), unit="img", desc="labeling", disable=self.cfg.quiet, leave=False)
         in_flight: deque[tuple[list[Loaded], Future[TeacherOutput], float]] = deque()

@@ -36,9 +36,10 @@ def export_onnx(model: nn.Module, path: Path, in_channels: int, size: int) -> fl
     generator = torch.Generator().manual_seed(0)
     traced = torch.randn(2, in_channels, size, size, generator=generator)
     with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but, for a static CNN, exports the same graph as the
-        # dynamo one in a third of the time and without its console output.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript-based ONNX export")
+        # The TorchScript exporter is deprecated (and says so twice per call) but, for a static CNN,
+        # gives the same graph as the dynamo exporter in a third of the time, without console output
+        # or the onnxscript dependency.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(student, (traced,), str(path), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
                           dynamo=False)

@@ -50,16 +50,16 @@ def evaluate(model: nn.Module, data: DistilTensors, inputs: InputConfig, batch_s
 
 
 class EvalHook(HookBase):
-    """Evaluates on held-out tensors after every epoch into ``trainer.state.heldout``."""
+    """Evaluates on held-out tensors after every epoch into ``trainer.state.heldout`` (see ``evaluate``).
+
+    Args:
+        data: Held-out tensors, never trained on.
+        inputs: The same normalisation as training (augmentation is not applied).
+        batch_size: Images per forward pass.
+        loss_fn: Optional; adds the held-out loss parts to the results.
+    """
 
     def __init__(self, data: DistilTensors, inputs: InputConfig, batch_size: int, loss_fn: LossFn | None = None):
-        """
-        Args:
-            data: Held-out tensors, never trained on.
-            inputs: The same normalisation as training (augmentation is not applied).
-            batch_size: Images per forward pass.
-            loss_fn: Optional; adds the held-out loss parts to the results.
-        """
         if len(data) == 0:
             raise ValueError("the held-out set is empty; evaluation needs at least one image")
         self.data, self.inputs, self.batch_size, self.loss_fn = data, inputs, batch_size, loss_fn
@@ -181,14 +181,14 @@ class LRScheduleHook(HookBase):
 
 
 class ProgressHook(HookBase):
-    """A tqdm bar over all steps, plus a log line every ``log_every`` steps and after each evaluation."""
+    """A tqdm bar over all steps, plus a log line every ``log_every`` steps and after each evaluation.
+
+    Args:
+        quiet: Hide the bar (``--quiet``); log lines still follow the logging configuration.
+        log_every: Steps between human-readable log lines.
+    """
 
     def __init__(self, quiet: bool = False, log_every: int = 50):
-        """
-        Args:
-            quiet: Hide the bar (``--quiet``); log lines still follow the logging configuration.
-            log_every: Steps between human-readable log lines.
-        """
         if log_every < 1:
             raise ValueError(f"--log-every must be >= 1, got {log_every}")
         self.quiet, self.log_every = quiet, log_every

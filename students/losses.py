@@ -20,7 +20,7 @@ class DistillConfig:
     """What the student is trained to match."""
 
     targets: Targets = "joint"
-    """"joint": hard + alpha * soft; "hard": teacher labels only; "soft": alpha * soft only."""
+    """The terms trained on: "joint" is hard + alpha * soft, "hard" labels only, "soft" alpha * soft only."""
     alpha: float = 1.0
     """Weight of the soft (KL) term."""
     temperature: float = 4.0

@@ -117,22 +117,21 @@ class Trainer:
 
     Hooks run in list order; put ``EvalHook`` before ``MetricsHook`` and ``CheckpointHook`` so that
     they see the epoch's evaluation. The caller seeds the initial weights (``torch.manual_seed``).
+
+    Args:
+        model: The student, already on its device; batches follow its parameters.
+        optimizer: Optimizes ``model``'s parameters.
+        data: Training tensors.
+        loss_fn: Returns a dict with at least the scalar ``"loss"`` to minimise.
+        hooks: Called in order.
+        epochs: Total epochs, counting any already done before a resume.
+        batch_size: Images per step.
+        seed: Makes every epoch's order and augmentation reproducible.
+        inputs: Normalisation and augmentation.
     """
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, data: DistilTensors, loss_fn: LossFn,
                  hooks: Sequence[HookBase], *, epochs: int, batch_size: int, seed: int, inputs: InputConfig) -> None:
-        """
-        Args:
-            model: The student, already on its device; batches follow its parameters.
-            optimizer: Optimizes ``model``'s parameters.
-            data: Training tensors.
-            loss_fn: Returns a dict with at least the scalar ``"loss"`` to minimise.
-            hooks: Called in order.
-            epochs: Total epochs, counting any already done before a resume.
-            batch_size: Images per step.
-            seed: Makes every epoch's order and augmentation reproducible.
-            inputs: Normalisation and augmentation.
-        """
         self.model = model
         self.optimizer = optimizer
         self.data = data
