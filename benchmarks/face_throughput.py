@@ -17,11 +17,12 @@ Run from the repository root: ``python benchmarks/face_throughput.py [--images D
 Without ``--images`` it reads ``../shared/assets/lfw_gender_6k/images``, or scikit-image's
 ``data.lfw_subset()`` (200 25x25 crops, half of them faces) when that folder is absent.
 
-``--threads`` sets torch's and onnxruntime's intra-op threads in this process (default 1). On a
-2-core machine that is also running anything else, 2 threads make MTCNN many times slower, not
-faster: OpenMP workers spin at every barrier while their partner core is taken (measured here:
-5-20 img/s at 2 threads against about 100 at 1). Each figure is the best of ``--rounds`` rounds;
-the load average is printed because other processes on the machine move every figure.
+``--threads`` sets the intra-op threads of torch (the baseline and `FaceDetector`'s ``threads``) and of
+onnxruntime (default 1). On a 2-core machine that is also running anything else, 2 threads make MTCNN
+many times slower, not faster: OpenMP workers spin at every barrier while their partner core is
+taken (measured here: 5-30 img/s at 2 threads against about 100 at 1). Each figure is the best of
+``--rounds`` rounds; the load average is printed because other processes move every figure, and the
+CPU time per image, which they move less.
 """
 from __future__ import annotations
 
@@ -96,7 +97,6 @@ def naive_single(images: Sequence[Image.Image]) -> int:
 
 def _init_worker() -> None:
     global _worker_detector
-    torch.set_num_threads(1)
     _worker_detector = FaceDetector()
 
 
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.2f}")
     decode_s, _, images = best_seconds(lambda: [decode_image(data) for data in encoded], args.rounds)
 
-    detector, single = FaceDetector(batch_size=args.batch), FaceDetector(batch_size=1)
+    detector = FaceDetector(batch_size=args.batch, threads=args.threads)
+    single = FaceDetector(batch_size=1, threads=args.threads)
     detector.detect(images[:2])  # warm-up: first-call allocations
     rows: list[tuple[str, float, float | None, int]] = []
     for name, run in (("mtcnn defaults, single", lambda: naive_single(images)),

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from datasets.decode import ImageDecodeError, decode_image
 from datasets.faces import Detection, FaceDetector, FaceSpec
@@ -32,11 +34,11 @@ class FaceStage:
     and teacher inference downstream.
     """
 
-    def __init__(self, store_path: Path, detector: FaceDetector, face: FaceSpec, spec: PreprocessSpec,
-                 batch_size: int = 32) -> None:
+    def __init__(self, store_path: Path, detector: FaceDetector, face: FaceSpec, spec: PreprocessSpec, *,
+                 workers: int, batch_size: int = 32) -> None:
         self.store_path, self.detector, self.face, self.spec = store_path, detector, face, spec
         self.fingerprint = detector_fingerprint(detector)
-        self.batch_size = batch_size
+        self.workers, self.batch_size = workers, batch_size
         self.detected = 0
 
     def requests(self, files: Sequence[FolderFile], known: dict[str, str | None]) -> Iterator[LoadRequest]:
@@ -70,28 +72,50 @@ class FaceStage:
         return LoadRequest(file.path, file.digest, self.spec, self.face, detection)
 
     def _detect_all(self, files: list[FolderFile], results: queue.Queue, stop: threading.Event) -> None:
+        """Detects in ``workers`` processes (one torch thread each: MTCNN with two threads on shared
+        cores is several times slower), writing each batch to the store as it comes."""
+        batches = [files[start:start + self.batch_size] for start in range(0, len(files), self.batch_size)]
         try:
-            with LabelStore(self.store_path) as store:
-                for start in range(0, len(files), self.batch_size):
+            with LabelStore(self.store_path) as store, _detection_pool(self.detector, self.workers) as detect:
+                for batch, found in zip(batches, detect(batches)):
                     if stop.is_set():
                         return
-                    results.put(self._detect_batch(files[start:start + self.batch_size], store))
+                    store.put_detections(self.fingerprint, [(digest, detection.to_json() if detection else None)
+                                                            for digest, detection in found.items()])
+                    self.detected += len(found)
+                    results.put([self._request(file, found.get(file.digest)) for file in batch])
         except BaseException as exc:  # handed to the consuming thread, which re-raises it
             results.put(exc)
         finally:
             results.put(_DONE)
 
-    def _detect_batch(self, files: list[FolderFile], store: LabelStore) -> list[LoadRequest]:
-        images, readable = [], []
-        for file in files:
-            try:
-                images.append(decode_image(file.path.read_bytes(), min_side=self.detector.canvas))
-                readable.append(file)
-            except (ImageDecodeError, OSError):
-                pass  # the decode worker reports it, with its reason, in the label job
-        detections = self.detector.detect(images) if images else []
-        store.put_detections(self.fingerprint, [(f.digest, d.to_json() if d else None)
-                                                for f, d in zip(readable, detections)])
-        self.detected += len(readable)
-        found = dict(zip((f.digest for f in readable), detections))
-        return [self._request(file, found.get(file.digest)) for file in files]
+
+_worker_detector: FaceDetector | None = None
+
+
+@contextmanager
+def _detection_pool(detector: FaceDetector, workers: int) -> Iterator[Callable[[list], Iterator[dict]]]:
+    global _worker_detector
+    _worker_detector = detector
+    if workers == 0:
+        yield lambda batches: map(_detect_batch, batches)
+        return
+    # fork: the children inherit the loaded detector instead of re-reading its weights.
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield lambda batches: pool.imap(_detect_batch, batches)
+
+
+def _detect_batch(files: list[FolderFile]) -> dict[str, Detection | None]:
+    """Detections of the readable files of a batch, by digest (unreadable files are left out:
+    the decode worker reports them, with their reason, in the label job)."""
+    detector = _worker_detector
+    if detector is None:
+        raise RuntimeError("_detect_batch runs only inside _detection_pool")
+    images, readable = [], []
+    for file in files:
+        try:
+            images.append(decode_image(file.path.read_bytes(), min_side=detector.canvas))
+            readable.append(file.digest)
+        except (ImageDecodeError, OSError):
+            continue
+    return dict(zip(readable, detector.detect(images))) if images else {}

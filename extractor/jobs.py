@@ -108,8 +108,8 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     store.register(teacher.fingerprint, _describe(teacher), teacher.num_classes,
                    getattr(teacher, "class_names", None), preprocess, spec_data)
     job_id = store.begin_job("label", identity, teacher.fingerprint, preprocess, str(root), cfg.as_data())
-    faces = FaceStage(store.path, detector, cfg.faces, cfg.preprocess) if detector and cfg.faces.mode != "none" \
-        else None
+    faces = FaceStage(store.path, detector, cfg.faces, cfg.preprocess, workers=cfg.workers) \
+        if detector and cfg.faces.mode != "none" else None
     run = _LabelRun(cfg, teacher, store, job_id, preprocess, drain_requests, faces)
     status = "failed"
     try:

@@ -67,7 +67,7 @@ def select_answers(store: LabelStore, teacher: str | None) -> TeacherAnswers:
             scores[row] = soft
     return TeacherAnswers(
         teacher=description, preprocess_fingerprint=preprocess_fp, spec_data=store.preprocess_spec(preprocess_fp),
-        digests=frame["digest"].tolist(), labels=frame["label"].to_numpy(np.int64), scores=scores,
+        digests=frame["digest"].tolist(), labels=frame["label"].to_numpy(np.int64, copy=True), scores=scores,
         kinds=frame["kind"].tolist(), paths=[Path(r) / p for r, p in zip(frame["root"], frame["relative_path"])],
         relative_paths=frame["relative_path"].tolist())
 

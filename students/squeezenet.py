@@ -1,7 +1,7 @@
 """SqueezeNet 1.1 students, randomly initialised, for any channel count and inputs of 32 px or more."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 from torch.nn import init

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -175,7 +176,7 @@ class Trainer:
         losses = self.loss_fn(self.model(batch.inputs), batch.labels, batch.teacher_log_probs, batch.soft_mask)
         names = list(losses)
         values = torch.stack([losses[name].detach().float() for name in names]).tolist()  # one device sync
-        parts = dict(zip(names, values))
+        parts = dict(zip(names, values, strict=True))
         if not math.isfinite(parts["loss"]):
             raise FloatingPointError(f"loss is {parts['loss']} at step {self.state.step + 1} "
                                      f"(epoch {self.state.epoch + 1}): {parts}")

@@ -48,3 +48,20 @@ def png_claiming_size(width: int, height: int) -> bytes:
     data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
     data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
     return bytes(data)
+
+
+def textured_background(rng: np.random.Generator, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """A smooth random colour field with pixel noise: texture without faces."""
+    coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), "RGB").resize(size, Image.BICUBIC)
+    pixels = np.asarray(coarse, dtype=np.float64) + rng.normal(0, 12, (size[1], size[0], 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def paste_into_scene(photo: Image.Image, rng: np.random.Generator, size: tuple[int, int] = (640, 480)
+                     ) -> tuple[Image.Image, tuple[int, int, int]]:
+    """The photo pasted at a random position and scale into a textured scene; returns (scene, (x, y, side))."""
+    side = int(rng.integers(260, 400))
+    x, y = int(rng.integers(0, size[0] - side)), int(rng.integers(0, size[1] - side))
+    scene = textured_background(rng, size)
+    scene.paste(photo.convert("RGB").resize((side, side), Image.BILINEAR), (x, y))
+    return scene, (x, y, side)

@@ -9,6 +9,7 @@ from datasets.decode import decode_image
 from datasets.faces import Detection, FaceDetector, FaceSpec, NoFaceError, face_region
 from datasets.transforms import PreprocessSpec, crop_and_resize, normalize, to_pixels
 from tests.assets import EMOTION_TEACHER, LFW_IMAGES, requires_assets
+from tests.images import paste_into_scene, textured_background
 
 SCENE = (640, 480)
 EMOTION = PreprocessSpec(size=48, channels="gray", mean=(127.5,), std=(127.5,))
@@ -39,21 +40,11 @@ def scenes(photos, detector):
     alone = detector.detect(photos)
     scenes, expected = [], []
     for photo, face in zip(photos, alone):
-        side = int(rng.integers(260, 400))
-        x, y = int(rng.integers(0, SCENE[0] - side)), int(rng.integers(0, SCENE[1] - side))
-        scene = background(rng)
-        scene.paste(photo.convert("RGB").resize((side, side), Image.BILINEAR), (x, y))
+        scene, (x, y, side) = paste_into_scene(photo, rng, SCENE)
         scenes.append(scene)
         expected.append([x + face.box[0] * side, y + face.box[1] * side,
                          x + face.box[2] * side, y + face.box[3] * side])
     return scenes, expected, [face_region(p, f, spec) for p, f in zip(photos, alone)]
-
-
-def background(rng: np.random.Generator) -> Image.Image:
-    """A smooth random colour field with pixel noise: texture without faces."""
-    coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), "RGB").resize(SCENE, Image.BICUBIC)
-    pixels = np.asarray(coarse, dtype=np.float64) + rng.normal(0, 12, (SCENE[1], SCENE[0], 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def iou(a, b) -> float:
@@ -103,11 +94,23 @@ def test_spec_data_drops_defaults_and_carries_version_and_template():
 
 
 def test_detector_data_changes_with_its_settings(detector):
-    assert detector.as_data() == FaceDetector(batch_size=3).as_data()  # batching cannot change a detection
+    assert detector.as_data() == FaceDetector(batch_size=3, threads=2).as_data()  # neither changes a detection
     assert detector.as_data() != FaceDetector(min_face_size=40).as_data()
     assert detector.as_data()["detector"] == "mtcnn"
     with pytest.raises(ValueError, match="--face-min-size"):
         FaceDetector(min_face_size=8)
+
+
+def test_detection_restores_torch_threads(detector):
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        detector.detect([Image.new("L", (64, 64))])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_detection_round_trips_through_json_and_rejects_garbage():
@@ -198,7 +201,7 @@ def test_faces_pasted_into_scenes_are_found_where_they_were_pasted(detector, sce
 @requires_assets
 def test_texture_without_a_face_gives_none_and_a_reason(detector):
     rng = np.random.default_rng(3)
-    plain = [background(rng) for _ in range(4)]
+    plain = [textured_background(rng, SCENE) for _ in range(4)]
     found = detector.detect(plain)
     assert found == [None] * 4
     with pytest.raises(NoFaceError, match="no face found"):

@@ -99,7 +99,7 @@ def test_augment_is_a_per_image_random_flip_and_translation():
     cfg = InputConfig(mean=(0.0,), std=(1.0,), flip=True, shift_frac=0.125)  # identity normalisation
     out = augment(images, torch.Generator().manual_seed(0), cfg)
     seen = set()
-    for image, augmented in zip(images, out):
+    for image, augmented in zip(images, out, strict=True):
         matches = [key for key, candidate in _candidates(image, pad=2).items()  # pad = round(16 * 0.125)
                    if torch.equal(candidate, augmented)]
         assert matches, "an augmented image is no flip/translation of its source"

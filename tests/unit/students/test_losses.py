@@ -33,7 +33,7 @@ def test_loss_matches_a_hand_computed_two_sample_case():
     e, r2 = math.e, math.sqrt(2)
     q = [r2 / (r2 + 2), 1 / (r2 + 2), 1 / (r2 + 2)]
     s = [e / (e + 2), 1 / (e + 2), 1 / (e + 2)]
-    kl_row1 = sum(qi * math.log(qi / si) for qi, si in zip(q, s))  # = 0.0528394557...
+    kl_row1 = sum(qi * math.log(qi / si) for qi, si in zip(q, s, strict=True))  # = 0.0528394557...
     kl_row2 = math.log(1.5)  # = 0.4054651081...
     hard = (math.log(e**2 + 2) - 2 + math.log(3)) / 2  # = 0.6690785274...
     soft = 2.0**2 * (kl_row1 + kl_row2) / 2  # = 0.9166091276...
@@ -67,8 +67,9 @@ def test_targets_select_the_terms():
     student, teacher, labels = _random_case()
     log_probs = teacher_log_probs(teacher, "logits", 3.0)
     mask = torch.ones(4, dtype=torch.bool)
-    parts = {t: distillation_loss(student, labels, log_probs, mask, DistillConfig(targets=t, alpha=0.7, temperature=3.0))
-             for t in ("joint", "hard", "soft")}
+    parts = {targets: distillation_loss(student, labels, log_probs, mask,
+                                        DistillConfig(targets=targets, alpha=0.7, temperature=3.0))
+             for targets in ("joint", "hard", "soft")}
     hard, soft = parts["joint"]["hard"], parts["joint"]["soft"]
     assert torch.equal(parts["hard"]["loss"], hard)
     assert torch.allclose(parts["soft"]["loss"], 0.7 * soft)
@@ -98,7 +99,8 @@ def test_tiny_temperature_stays_finite_when_teacher_probabilities_underflow():
     student.requires_grad_(True)
     log_probs = teacher_log_probs(teacher * 100, "logits", 0.01)
     assert (log_probs.exp() == 0).any()  # the case 0 * log 0 must handle
-    out = distillation_loss(student, labels, log_probs, torch.ones(4, dtype=torch.bool), DistillConfig(temperature=0.01))
+    cfg = DistillConfig(temperature=0.01)
+    out = distillation_loss(student, labels, log_probs, torch.ones(4, dtype=torch.bool), cfg)
     out["loss"].backward()
     assert math.isfinite(out["loss"].item())
     assert torch.isfinite(student.grad).all()
