@@ -1,0 +1,117 @@
+"""Reproduces the seed's table on our real pair: the emotion teacher labels the LFW faces, SqueezeNet
+1.1 learns from hard labels vs hard + soft outputs, under the same budget, over several seeds.
+
+Rows: fidelity on held-out faces (10% of images), fidelity on held-out people (10% of people,
+"new data"), student MB vs teacher MB, CPU training minutes. Targets: joint beats hard by >= 2
+points of mean fidelity; joint reaches >= 73% on held-out faces; student ONNX <= 3 MB.
+Then the gender teacher with accuracy against labels.csv.
+
+    python benchmarks/seed_table.py [--epochs 15] [--size 48] [--seeds 0 1 2] [--out runs/seed_table]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared" / "assets"
+IMAGES = ASSETS / "lfw_gender_6k" / "images"
+LABELS = ASSETS / "lfw_gender_6k" / "labels.csv"
+TEACHERS = {
+    "emotion": (ASSETS / "teacher_emotion_fer2013" / "emotion-fer2013.onnx",
+                ["--channels", "gray", "--size", "48", "--mean", "127.5", "--std", "127.5", "--center-crop", "0.4"]),
+    "gender": (ASSETS / "teacher_gender_dlib" / "gender-v1.onnx",
+               ["--channels", "rgb", "--size", "32", "--mean", "122.782,117.001,104.298", "--std", "256",
+                "--center-crop", "0.4"]),
+}
+
+
+def extractor(*args: object) -> dict:
+    command = [sys.executable, "-m", "extractor.cli", *map(str, args), "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
+    return json.loads(result.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "seed_table")
+    parser.add_argument("--skip-people", action="store_true", help="skip the held-out-people runs")
+    args = parser.parse_args()
+    if not IMAGES.is_dir():
+        raise SystemExit(f"{IMAGES} is absent: this benchmark needs the shared LFW faces and teachers")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for name in ("emotion", "gender"):
+        teacher, flags = TEACHERS[name]
+        store = args.out / f"{name}.db"
+        extractor("label", "--teacher", teacher, "--images", IMAGES, "--store", store, *flags)
+        targets = ("hard", "joint") if name == "emotion" else ("joint",)
+        seeds = args.seeds if name == "emotion" else args.seeds[:1]
+        for target in targets:
+            for seed in seeds:
+                for split in ("faces", "people"):
+                    if split == "people" and (args.skip_people or name == "gender"):
+                        continue
+                    out = args.out / f"{name}-{target}-{split}-seed{seed}"
+                    extra = ["--split-by", LABELS, "person"] if split == "people" else []
+                    if not (out / "run.json").exists():
+                        extractor("train", "--store", store, "--out", out, "--targets", target, "--seed", seed,
+                                  "--epochs", args.epochs, "--size", args.size, *extra)
+                    report_args = ["--ground-truth", LABELS, "--label-column", "gender", "--classes",
+                                   "female,male"] if name == "gender" else []
+                    report = extractor("report", out, *report_args)
+                    run = json.loads((out / "run.json").read_text())
+                    rows.setdefault((name, target, split), []).append((report, run))
+                    print(f"{name:7s} {target:5s} {split:6s} seed {seed}: fidelity {report['fidelity']:.3f}"
+                          + (f", accuracy {report['accuracy']:.3f}" if report["accuracy"] is not None else ""),
+                          flush=True)
+    print()
+    print(table(rows, args))
+
+
+def table(rows: dict, args: argparse.Namespace) -> str:
+    def mean_sd(values: list[float]) -> str:
+        if len(values) == 1:
+            return f"{100 * values[0]:.1f}%"
+        return f"{100 * statistics.mean(values):.1f}% ± {100 * statistics.stdev(values):.1f}"
+
+    def cell(name: str, target: str, split: str, key: str) -> str:
+        entries = rows.get((name, target, split), [])
+        return mean_sd([report[key] for report, _ in entries]) if entries else "n/a"
+
+    def minutes(name: str, target: str) -> str:
+        entries = rows.get((name, target, "faces"), [])
+        return f"{statistics.mean(run['train_seconds'] for _, run in entries) / 60:.1f}" if entries else "n/a"
+
+    report = rows[("emotion", "joint", "faces")][0][0]
+    lines = [f"Emotion teacher -> SqueezeNet 1.1 on {IMAGES.name} ({report['queries']} faces), "
+             f"{args.epochs} epochs at {args.size} px, seeds {args.seeds} (mean ± sd)", "",
+             "| | labels only (hard) | labels + softmax (joint) |", "|---|---:|---:|",
+             f"| fidelity, held-out faces | {cell('emotion', 'hard', 'faces', 'fidelity')} | "
+             f"{cell('emotion', 'joint', 'faces', 'fidelity')} |",
+             f"| fidelity, held-out people (new data) | {cell('emotion', 'hard', 'people', 'fidelity')} | "
+             f"{cell('emotion', 'joint', 'people', 'fidelity')} |",
+             f"| student / teacher size | {report['student']['size_mb']:.2f} MB / {report['teacher']['size_mb']:.1f} MB"
+             f" | same |",
+             f"| CPU training minutes per run | {minutes('emotion', 'hard')} | {minutes('emotion', 'joint')} |"]
+    if ("gender", "joint", "faces") in rows:
+        gender = rows[("gender", "joint", "faces")][0][0]
+        lines += ["", "Gender teacher -> SqueezeNet 1.1 (joint), against labels.csv on held-out faces", "",
+                  "| model | size | fidelity | accuracy |", "|---|---:|---:|---:|",
+                  f"| teacher | {gender['teacher']['size_mb']:.2f} MB | 100% | {100 * gender['teacher']['accuracy']:.1f}% |",
+                  f"| student | {gender['student']['size_mb']:.2f} MB | {100 * gender['fidelity']:.1f}% | "
+                  f"{100 * gender['accuracy']:.1f}% |"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
