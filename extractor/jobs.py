@@ -105,8 +105,9 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     if cfg.dry_run:
         return LabelSummary(labeled=0, failed=0, queries=len(misses), dry_run=True,
                             seconds=time.perf_counter() - started, **summary)
-    store.register(teacher.fingerprint, _describe(teacher), teacher.num_classes,
-                   getattr(teacher, "class_names", None), preprocess, spec_data)
+    description = _describe(teacher)
+    store.register(teacher.fingerprint, description, teacher.num_classes, description.get("classes") or None,
+                   preprocess, spec_data)
     job_id = store.begin_job("label", identity, teacher.fingerprint, preprocess, str(root), cfg.as_data())
     faces = FaceStage(store.path, detector, cfg.faces, cfg.preprocess, workers=cfg.workers) \
         if detector and cfg.faces.mode != "none" else None
@@ -117,9 +118,10 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
             run.canary([f for f in unique if f.digest in cached][: cfg.canary])
         run.label(misses)
         status = "done" if not skipped else "budget"
-    except QueryBudgetExceeded:
+    except QueryBudgetExceeded as exc:  # retries used up the rest: stop cleanly, keep what was answered
+        log.warning("stopped: %s", exc)
         status = "budget"
-        raise
+        summary["skipped_budget"] += len(misses) - run.labeled - run.failed
     finally:
         result = LabelSummary(labeled=run.labeled, failed=run.failed, queries=run.queries, job_id=job_id,
                               not_images=run.not_images, seconds=time.perf_counter() - started,
@@ -213,10 +215,13 @@ class _LabelRun:
 
     def _settle(self, unit: list[Loaded], future: Future[TeacherOutput], sent_at: float, bar: tqdm) -> None:
         """Waits for one teacher call and commits its answers (or its per-image failures)."""
-        self.queries += len(unit)
         try:
             output = future.result()
+        except QueryBudgetExceeded:
+            self._commit([], self._ledger(sent_at, 0, "budget", None))
+            raise
         except MalformedAnswer as exc:
+            self.queries += len(unit)
             for item in unit:
                 self._fail(item.request, "teacher", str(exc))
             self._commit([], self._ledger(sent_at, len(unit), type(exc).__name__, str(exc)))
@@ -224,6 +229,7 @@ class _LabelRun:
             self._commit([], self._ledger(sent_at, len(unit), type(exc).__name__, str(exc)))
             raise
         else:
+            self.queries += len(unit)
             rows = _rows(unit, output)
             self.labeled += len(rows)
             self._commit(rows, self._ledger(sent_at, len(unit), "ok", None))
