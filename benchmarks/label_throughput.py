@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=ASSETS / "lfw_gender_6k" / "images")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images in (a)")
-    parser.add_argument("--heavy-limit", type=int, default=480, help="images for the heavy teacher (b)")
+    parser.add_argument("--heavy-limit", type=int, default=1280, help="images for the heavy teacher (b)")
     args = parser.parse_args()
     workers = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as scratch:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-_CHUNK = 1 << 20
+_FILES_PER_TASK = 128  # hashing tasks per thread-pool call: few enough to keep overhead low
 
 
 @dataclass(frozen=True)
@@ -59,17 +59,16 @@ def hash_files(files: list[FolderFile], known: Mapping[str, tuple[int, int, str]
         size, mtime_ns, digest = known.get(file.relative_path, (-1, -1, ""))
         digests.append(digest if (size, mtime_ns) == (file.size, file.mtime_ns) and digest else None)
     stale = [i for i, digest in enumerate(digests) if digest is None]
-    if stale:
+    chunks = [stale[start:start + _FILES_PER_TASK] for start in range(0, len(stale), _FILES_PER_TASK)]
+    if chunks:
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            for index, digest in zip(stale, pool.map(lambda i: file_sha256(files[i].path), stale)):
-                digests[index] = digest
+            for chunk, hashed in zip(chunks, pool.map(lambda c: [file_sha256(files[i].path) for i in c], chunks)):
+                for index, digest in zip(chunk, hashed):
+                    digests[index] = digest
     return [with_digest(file, digest or "") for file, digest in zip(files, digests)]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes, the content address of an input (never its path)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()

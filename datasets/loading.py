@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from datasets.decode import ImageDecodeError, decode_image
 from datasets.faces import Detection, FaceSpec, NoFaceError, face_region
 from datasets.transforms import PreprocessSpec, crop_and_resize, decode_min_side, to_pixels
 
+_WORKER_NICENESS = 10
 _CHUNK = 16  # files per worker task: small enough to keep both cores busy, big enough to amortise IPC
 
 
@@ -83,7 +85,7 @@ def load_parallel(requests: Iterable[LoadRequest], workers: int) -> Iterator[Ite
         yield (item for chunk in chunks for item in load_many(chunk))
         return
     # fork: workers only run PIL/numpy code and start in milliseconds (spawn would re-import torch).
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_yield_to_inference) as pool:
         yield (item for result in pool.imap(load_many, chunks) for item in result)
 
 
@@ -96,3 +98,9 @@ def _chunked(requests: Iterable[LoadRequest]) -> Iterator[list[LoadRequest]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def _yield_to_inference() -> None:
+    """Lowers a decode worker's priority: the cores are shared with the teacher's inference threads,
+    which stall at every parallel barrier when a worker holds their core; decoding fills the gaps."""
+    os.nice(_WORKER_NICENESS)

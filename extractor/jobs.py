@@ -153,8 +153,9 @@ class _LabelRun:
                 ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="teacher") as calls:
             try:
                 for unit in self._units(loaded, bar):
-                    in_flight.append((unit, calls.submit(self._predict, unit), time.time()))
-                    while len(in_flight) >= self.cfg.concurrency:
+                    in_flight.append((unit, calls.submit(self.teacher.predict, self._inputs(unit)), time.time()))
+                    # One call more than the threads can run: its input is ready the moment a thread is free.
+                    while len(in_flight) > self.cfg.concurrency:
                         self._settle(*in_flight.popleft(), bar)
                 while in_flight:
                     self._settle(*in_flight.popleft(), bar)
@@ -172,7 +173,7 @@ class _LabelRun:
         for start in range(0, len(loaded), self.unit):
             unit = loaded[start:start + self.unit]
             sent_at = time.time()
-            output = self._predict(unit)
+            output = self.teacher.predict(self._inputs(unit))
             self.queries += len(unit)
             self._commit([], self._ledger(sent_at, len(unit), "ok", None))
             for row in _rows(unit, output):
@@ -207,11 +208,12 @@ class _LabelRun:
         if unit:
             yield unit
 
-    def _predict(self, unit: list[Loaded]) -> TeacherOutput:
+    def _inputs(self, unit: list[Loaded]) -> np.ndarray | list[np.ndarray]:
+        """What the teacher takes: normalised float32 (B, C, H, W), or the uint8 images themselves."""
         pixels = [item.pixels for item in unit]
         if self.teacher.input_format == "image":
-            return self.teacher.predict(pixels)
-        return self.teacher.predict(normalize(np.stack(pixels), self.cfg.preprocess))
+            return pixels
+        return normalize(np.stack(pixels), self.cfg.preprocess)
 
     def _settle(self, unit: list[Loaded], future: Future[TeacherOutput], sent_at: float, bar: tqdm) -> None:
         """Waits for one teacher call and commits its answers (or its per-image failures)."""
