@@ -202,7 +202,7 @@ def test_429_retry_after_seconds_is_honoured(serve) -> None:
     start = time.perf_counter()
     teacher.predict(inputs_for(teacher, 4))
     waited = time.perf_counter() - start
-    assert 0.95 <= waited < 2.0
+    assert 0.95 <= waited < 3.0
     assert server.counts()["requests"] == 2
     assert (records[-1].status, records[-1].retries, records[-1].images) == (200, 1, 4)
 
@@ -224,7 +224,7 @@ def test_transient_statuses_are_retried_with_backoff(serve, status) -> None:
     server.set(fault=status, fault_times=2)
     start = time.perf_counter()
     assert teacher.predict(inputs_for(teacher, 4)).labels.shape == (4,)
-    assert time.perf_counter() - start < 0.5  # backoff_s 0.01: full jitter sleeps at most 0.01 + 0.02
+    assert time.perf_counter() - start < 1.0  # backoff_s 0.01: full jitter sleeps at most 0.01 + 0.02
     assert server.counts()["requests"] == 3
     assert (records[-1].status, records[-1].retries, records[-1].error) == (200, 2, None)
 
@@ -265,7 +265,7 @@ def test_timeouts_are_retried_then_unavailable(serve) -> None:
     server.set(fault="timeout", fault_times=1)
     start = time.perf_counter()
     assert teacher.predict(inputs_for(teacher, 2)).labels.shape == (2,)
-    assert 0.3 <= time.perf_counter() - start < 1.0
+    assert 0.3 <= time.perf_counter() - start < 2.5
     server.set(fault="timeout", fault_times=-1)
     with pytest.raises(TeacherUnavailable, match="no answer within --timeout 0.3 s"):
         teacher.predict(inputs_for(teacher, 2))
@@ -493,7 +493,7 @@ def test_eight_threads_overlap_requests(serve) -> None:
         list(pool.map(lambda _: teacher.predict(batch), range(requests_count)))
         elapsed = time.perf_counter() - start
     ideal = requests_count / 8 * delay_s
-    assert ideal * 0.95 <= elapsed < ideal * 1.5
+    assert ideal * 0.95 <= elapsed < ideal * 4  # one at a time would take 8x ideal; slack for a loaded CI
     assert server.counts()["max_in_flight"] == 8
 
 
@@ -506,7 +506,7 @@ def test_max_rps_spaces_requests_across_threads(serve) -> None:
         start = time.perf_counter()
         list(pool.map(lambda _: teacher.predict(batch), range(11)))
         elapsed = time.perf_counter() - start
-    assert 0.48 <= elapsed < 1.0  # 11 starts, 50 ms apart
+    assert 0.48 <= elapsed < 2.0  # 11 starts, 50 ms apart (upper bound: slack for a loaded CI)
 
 
 def test_ledger_gets_one_record_per_request(serve) -> None:
