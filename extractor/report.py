@@ -73,9 +73,12 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
 
 def _teacher_profile(run: dict) -> ModelProfile | None:
     teacher = run["teacher"]
-    path = Path(teacher["path"]) if teacher.get("type") == "onnx" else None
-    if path is None or not path.exists():
-        log.warning("the teacher's model file is not available here: its size and latency are not reported")
+    if teacher.get("type") != "onnx":
+        log.info("a %s teacher has no model file here: its size and latency are not reported", teacher.get("type"))
+        return None
+    path = Path(teacher["path"])
+    if not path.exists():
+        log.warning("the teacher's model file %s is gone: its size and latency are not reported", path)
         return None
     return profile_onnx(path, input_size=run["teacher_input_size"], batch_sizes=BATCH_SIZES)
 
