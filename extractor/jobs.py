@@ -160,10 +160,23 @@ class _LabelRun:
                 while in_flight:
                     self._settle(*in_flight.popleft(), bar)
                 self._commit([], [])
+            except BaseException:
+                self._keep_paid_answers(in_flight, bar)
+                raise
             finally:
-                for _, future, _ in in_flight:
-                    future.cancel()
                 bar.close()
+
+    def _keep_paid_answers(self, in_flight: deque, bar: tqdm) -> None:
+        """After a failure, cancels the calls not yet started and stores what the started ones bring
+        back: an answer that was paid for is never thrown away."""
+        for unit, future, sent_at in in_flight:
+            if future.cancel():
+                continue
+            try:
+                self._settle(unit, future, sent_at, bar)
+            except Exception as exc:  # the job is failing already; this call's own error is secondary
+                log.debug("a teacher call in flight also failed: %s", exc)
+        self._commit([], [])
 
     def canary(self, files: Sequence[FolderFile]) -> None:
         """Re-asks the teacher about cached images and warns if its answers changed."""
