@@ -18,18 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT.parent / "shared" / "assets"
-IMAGES = ASSETS / "lfw_gender_6k" / "images"
-LABELS = ASSETS / "lfw_gender_6k" / "labels.csv"
-TEACHERS = {
-    "emotion": (ASSETS / "teacher_emotion_fer2013" / "emotion-fer2013.onnx",
-                ["--channels", "gray", "--size", "48", "--mean", "127.5", "--std", "127.5"], None),
-    "gender": (ASSETS / "teacher_gender_dlib" / "gender-v1.onnx",
-               ["--channels", "rgb", "--size", "32", "--mean", "122.782,117.001,104.298", "--std", "256"],
-               ["female", "male"]),
-}
-CROPS = {"detect": ["--faces", "detect"], "centre 0.4": ["--center-crop", "0.4"]}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_pair import CENTRE_CROP, EMOTION, EMOTION_FLAGS, GENDER, GENDER_FLAGS, IMAGES, LABELS, ROOT  # noqa: E402
+
+TEACHERS = {"emotion": (EMOTION, EMOTION_FLAGS, None), "gender": (GENDER, GENDER_FLAGS, ["female", "male"])}
+CROPS = {"detect": ["--faces", "detect"], "centre 0.4": CENTRE_CROP}
 
 
 def extractor(*args: object) -> dict:

@@ -17,17 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT.parent / "shared" / "assets"
-IMAGES = ASSETS / "lfw_gender_6k" / "images"
-LABELS = ASSETS / "lfw_gender_6k" / "labels.csv"
-TEACHERS = {
-    "emotion": (ASSETS / "teacher_emotion_fer2013" / "emotion-fer2013.onnx",
-                ["--channels", "gray", "--size", "48", "--mean", "127.5", "--std", "127.5", "--center-crop", "0.4"]),
-    "gender": (ASSETS / "teacher_gender_dlib" / "gender-v1.onnx",
-               ["--channels", "rgb", "--size", "32", "--mean", "122.782,117.001,104.298", "--std", "256",
-                "--center-crop", "0.4"]),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_pair import CENTRE_CROP, EMOTION, EMOTION_FLAGS, GENDER, GENDER_FLAGS, IMAGES, LABELS, ROOT  # noqa: E402
+
+TEACHERS = {"emotion": (EMOTION, EMOTION_FLAGS + CENTRE_CROP), "gender": (GENDER, GENDER_FLAGS + CENTRE_CROP)}
 
 
 def extractor(*args: object) -> dict:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +19,7 @@ from extractor.jobs import (
     spec_data_of,
 )
 from extractor.report import build_report
+from extractor.result import Result
 from extractor.store import LabelStore, RequestRecord
 from extractor.teacher_source import TeacherSource, open_teacher
 from extractor.training import TrainConfig, train_student
@@ -27,17 +27,6 @@ from teachers.base import Teacher
 from teachers.http import HttpTeacher, QueryBudget
 from teachers.http import RequestRecord as HttpRecord
 from teachers.onnx import OnnxTeacher
-
-
-@dataclass(frozen=True)
-class Result:
-    """A command's outcome: data for `--json`, and text for people."""
-
-    data: dict
-    text: str
-
-    def as_dict(self) -> dict:
-        return self.data
 
 
 def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets.transforms import PreprocessSpec
-from extractor.commands import Result, format_label_summary, run_report, run_train
+from extractor.commands import format_label_summary, run_report, run_train
 from extractor.config import LabelConfig
 from extractor.demo_assets import DEMO_SIZE, build_demo_assets
 from extractor.jobs import label_dataset
+from extractor.result import Result
 from extractor.store import LabelStore
 from extractor.training import TrainConfig
 from students.trainer import OptimConfig

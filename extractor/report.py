@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -11,23 +10,15 @@ import numpy as np
 import pandas as pd
 
 from extractor.profile import ModelProfile, profile_onnx
+from extractor.result import Result
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZES = (1, 64)
 
 
-@dataclass(frozen=True)
-class Report:
-    data: dict
-    text: str
-
-    def as_dict(self) -> dict:
-        return self.data
-
-
 def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None,
-                 class_names: Sequence[str] | None = None) -> Report:
+                 class_names: Sequence[str] | None = None) -> Result:
     """Measures a trained run and writes report.json, report.csv, report.md and report.png.
 
     Args:
@@ -68,7 +59,7 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
     markdown = _markdown(data, table)
     (run_dir / "report.md").write_text(markdown)
     _plot(data, run_dir / "report.png")
-    return Report(data, markdown)
+    return Result(data, markdown)
 
 
 def _teacher_profile(run: dict) -> ModelProfile | None:
