@@ -32,14 +32,15 @@ from extractor.jobs import label_dataset  # noqa: E402
 from extractor.store import LabelStore  # noqa: E402
 from teachers.onnx import OnnxTeacher  # noqa: E402
 
-ASSETS = ROOT.parent / "shared" / "assets"
-EMOTION = ASSETS / "teacher_emotion_fer2013" / "emotion-fer2013.onnx"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_pair import EMOTION, IMAGES  # noqa: E402
+
 EMOTION_SPEC = PreprocessSpec(size=48, channels="gray", mean=(127.5,), std=(127.5,), center_crop=0.4)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=ASSETS / "lfw_gender_6k" / "images")
+    parser.add_argument("--images", type=Path, default=IMAGES)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images in (a)")
     parser.add_argument("--heavy-limit", type=int, default=1280, help="images for the heavy teacher (b)")
     args = parser.parse_args()

@@ -29,6 +29,9 @@ from teachers.http import RequestRecord as HttpRecord
 from teachers.onnx import OnnxTeacher
 
 
+_FAILURES_SHOWN = 20
+
+
 def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
     """'127.5' or '122.8,117,104.3' -> floats; a clear error names the flag."""
     if text is None:
@@ -126,7 +129,7 @@ def format_label_summary(summary: LabelSummary, store: Path) -> str:
     if summary.canary_checked:
         lines.append(f"canary          {summary.canary_changed} of {summary.canary_checked} cached answers changed")
     if summary.failed:
-        lines.append(f"failures are listed by `extractor store stats --store {store}` (job {summary.job_id})")
+        lines.append(f"failures, with reasons: `extractor store stats --store {store}` (job {summary.job_id})")
     return "\n".join(lines)
 
 
@@ -151,6 +154,8 @@ def run_store_stats(store: Path) -> Result:
         raise FileNotFoundError(f"--store {store} does not exist")
     with LabelStore(store) as label_store:
         stats = label_store.stats()
+        last_job = stats["jobs"][-1]["id"] if stats["jobs"] else None
+        failures = label_store.failures(last_job) if last_job is not None else None
     lines = [f"{stats['path']}: {stats['labels']} answers for {stats['images']} images, "
              f"{stats['files']} files, {stats['failures']} failures, {len(stats['jobs'])} jobs"]
     lines += [f"  teacher {row['teacher'][:12]} preprocess {row['preprocess'][:12]} {row['kind']}: {row['labels']}"
@@ -158,6 +163,12 @@ def run_store_stats(store: Path) -> Result:
     lines += [f"  ledger {row['identity'][:12]}: {row['requests']} requests, {row['images_sent']} images sent, "
               f"{row['retries']} retries, {row['errors']} errors, mean {row['mean_latency_s'] * 1000:.1f} ms"
               for row in stats["requests"]]
+    if failures is not None and len(failures):
+        stats["last_job_failures"] = failures.to_dict("records")
+        lines.append(f"  failures of job {last_job}:")
+        lines += [f"    {row.path}: {row.reason}" for row in failures.head(_FAILURES_SHOWN).itertuples()]
+        if len(failures) > _FAILURES_SHOWN:
+            lines.append(f"    ... and {len(failures) - _FAILURES_SHOWN} more (--json lists them all)")
     return Result(stats, "\n".join(lines))
 
 

@@ -180,8 +180,8 @@ class _LabelRun:
 
     def canary(self, files: Sequence[FolderFile]) -> None:
         """Re-asks the teacher about cached images and warns if its answers changed."""
-        stored = self.store.labels(teacher=self.teacher.fingerprint, preprocess=self.preprocess)
-        stored = stored.set_index("digest")
+        stored = self.store.labels(teacher=self.teacher.fingerprint, preprocess=self.preprocess,
+                                   digests=[f.digest for f in files]).set_index("digest")
         loaded = [item for item in load_many(list(self._requests(files))) if item.pixels is not None]
         for start in range(0, len(loaded), self.unit):
             unit = loaded[start:start + self.unit]

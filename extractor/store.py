@@ -199,27 +199,22 @@ class LabelStore:
             ((job_id, identity, r.time, r.images, r.images_sent, r.status, r.latency_s, r.retries, r.error)
              for r in requests))
 
-    def labels(self, teacher: str | None = None, preprocess: str | None = None) -> pd.DataFrame:
+    def labels(self, teacher: str | None = None, preprocess: str | None = None,
+               digests: Sequence[str] | None = None) -> pd.DataFrame:
         """Stored answers joined with the files they came from, one row per answer.
 
         Columns: digest, teacher, preprocess, label, kind, soft (float32 array or None),
         created, root, relative_path (the first path seen for that content).
+        ``digests`` (at most a few hundred) restricts the rows to those contents.
         """
         where, params = _where(teacher=teacher, preprocess=preprocess)
+        if digests is not None:
+            marks = ",".join("?" * len(digests))
+            where += (" AND " if where else " WHERE ") + f"l.digest IN ({marks})"
+            params = [*params, *digests]
         frame = pd.read_sql_query(_LABELS_QUERY + where, self.db, params=params)
         frame["soft"] = [None if blob is None else np.frombuffer(blob, dtype=np.float32) for blob in frame["soft"]]
         return frame
-
-    def paths_of(self, digests: Iterable[str]) -> dict[str, list[Path]]:
-        """Every known path of each content digest (most recently seen first)."""
-        result: dict[str, list[Path]] = {}
-        for chunk in _chunks(list(dict.fromkeys(digests))):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(f"SELECT digest, root, relative_path FROM files WHERE digest IN ({marks}) "
-                                   "ORDER BY seen DESC, relative_path", chunk)
-            for digest, root, relative in rows:
-                result.setdefault(digest, []).append(Path(root) / relative)
-        return result
 
     # -- jobs, failures, ledger ---------------------------------------------------------
 
@@ -244,6 +239,7 @@ class LabelStore:
         return int(row[0])
 
     def failures(self, job_id: int) -> pd.DataFrame:
+        """The inputs a job could not label, with their one-line reasons."""
         return pd.read_sql_query("SELECT path, digest, stage, reason FROM failures WHERE job_id = ? ORDER BY path",
                                  self.db, params=(job_id,))
 

@@ -44,6 +44,9 @@ def test_human_summary_counts_broken_files(tmp_path):
     result = extractor(*label_args(tmp_path / "faces", tmp_path / "labels.db", "--quiet"))
     assert "labeled now     20" in result.stdout
     assert f"failed          {len(expected)}" in result.stdout
+    stats = extractor("store", "stats", "--store", tmp_path / "labels.db").stdout
+    for name, reason in expected.items():
+        assert any(name in line and reason in line for line in stats.splitlines()), (name, stats)
 
 
 def test_kill_minus_nine_mid_job_then_resume_loses_and_duplicates_nothing(tmp_path):
