@@ -20,7 +20,16 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_pair import CENTRE_CROP, EMOTION, EMOTION_FLAGS, GENDER, GENDER_FLAGS, IMAGES, LABELS, ROOT  # noqa: E402
+from real_pair import (  # noqa: E402
+    CENTRE_CROP,
+    EMOTION,
+    EMOTION_FLAGS,
+    GENDER,
+    GENDER_FLAGS,
+    IMAGES,
+    LABELS,
+    ROOT,
+)
 
 TEACHERS = {"emotion": (EMOTION, EMOTION_FLAGS, None), "gender": (GENDER, GENDER_FLAGS, ["female", "male"])}
 CROPS = {"detect": ["--faces", "detect"], "centre 0.4": CENTRE_CROP}

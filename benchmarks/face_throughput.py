@@ -43,9 +43,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(ROOT))
 
-from datasets.decode import decode_image  # noqa: E402
-from datasets.faces import FaceDetector, FaceSpec, face_region  # noqa: E402
-from datasets.transforms import PreprocessSpec, crop_and_resize, normalize, to_pixels  # noqa: E402
+from extractor.datasets.decode import decode_image  # noqa: E402
+from extractor.datasets.faces import FaceDetector, FaceSpec, face_region  # noqa: E402
+from extractor.datasets.transforms import (  # noqa: E402
+    PreprocessSpec,
+    crop_and_resize,
+    normalize,
+    to_pixels,
+)
 
 ASSETS = ROOT.parent / "shared" / "assets"
 LFW = ASSETS / "lfw_gender_6k" / "images"

@@ -24,13 +24,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datasets.folder import hash_files, list_files  # noqa: E402
-from datasets.loading import LoadRequest, load_many, load_parallel  # noqa: E402
-from datasets.transforms import PreprocessSpec, normalize  # noqa: E402
 from extractor.config import LabelConfig  # noqa: E402
+from extractor.datasets.folder import hash_files, list_files  # noqa: E402
+from extractor.datasets.loading import LoadRequest, load_many, load_parallel  # noqa: E402
+from extractor.datasets.transforms import PreprocessSpec, normalize  # noqa: E402
 from extractor.jobs import label_dataset  # noqa: E402
 from extractor.store import LabelStore  # noqa: E402
-from teachers.onnx import OnnxTeacher  # noqa: E402
+from extractor.teachers.onnx import OnnxTeacher  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_pair import EMOTION, IMAGES  # noqa: E402

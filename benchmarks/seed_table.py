@@ -19,7 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_pair import CENTRE_CROP, EMOTION, EMOTION_FLAGS, GENDER, GENDER_FLAGS, IMAGES, LABELS, ROOT  # noqa: E402
+from real_pair import (  # noqa: E402
+    CENTRE_CROP,
+    EMOTION,
+    EMOTION_FLAGS,
+    GENDER,
+    GENDER_FLAGS,
+    IMAGES,
+    LABELS,
+    ROOT,
+)
 
 TEACHERS = {"emotion": (EMOTION, EMOTION_FLAGS + CENTRE_CROP), "gender": (GENDER, GENDER_FLAGS + CENTRE_CROP)}
 

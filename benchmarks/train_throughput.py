@@ -21,11 +21,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from students.batches import DistilTensors, InputConfig  # noqa: E402
-from students.hooks import CheckpointHook, EvalHook, LRScheduleHook, MetricsHook, ProgressHook  # noqa: E402
-from students.losses import DistillConfig, distillation_loss  # noqa: E402
-from students.squeezenet import squeezenet1_1  # noqa: E402
-from students.trainer import OptimConfig, Trainer, build_optimizer  # noqa: E402
+from extractor.students.batches import DistilTensors, InputConfig  # noqa: E402
+from extractor.students.hooks import (  # noqa: E402
+    CheckpointHook,
+    EvalHook,
+    LRScheduleHook,
+    MetricsHook,
+    ProgressHook,
+)
+from extractor.students.losses import DistillConfig, distillation_loss  # noqa: E402
+from extractor.students.squeezenet import squeezenet1_1  # noqa: E402
+from extractor.students.tasks import DistillTask  # noqa: E402
+from extractor.students.trainer import OptimConfig, Trainer, build_optimizer  # noqa: E402
 
 CLASSES = 7
 
@@ -81,7 +88,8 @@ def full_pipeline(data: DistilTensors, heldout: DistilTensors, args: argparse.Na
     with tempfile.TemporaryDirectory() as out:
         hooks = [LRScheduleHook(scheduler), EvalHook(heldout, inputs, 256, loss_fn),
                  MetricsHook(Path(out) / "metrics.jsonl"), CheckpointHook(Path(out)), ProgressHook(quiet=True)]
-        trainer = Trainer(model, optimizer, data, loss_fn, hooks, epochs=args.epochs, batch_size=args.batch_size,
+        trainer = Trainer(DistillTask(model, DistillConfig()), optimizer, data, hooks, epochs=args.epochs,
+                          batch_size=args.batch_size,
                           seed=0, inputs=inputs)
         start = time.perf_counter()
         trainer.train()

@@ -5,14 +5,16 @@ import importlib.metadata
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 import numpy as np
-import torch
-from facenet_pytorch import MTCNN
 from PIL import Image
 
-from datasets.align import ARCFACE_TEMPLATE, align, similarity_transform
+from extractor.datasets.align import ARCFACE_TEMPLATE, align, similarity_transform
+from extractor.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 FaceMode = Literal["none", "detect", "fallback-center"]
 FACE_MODES: tuple[str, ...] = ("none", "detect", "fallback-center")
@@ -38,13 +40,13 @@ class FaceSpec:
 
     def __post_init__(self) -> None:
         if self.mode not in FACE_MODES:
-            raise ValueError(f"--faces must be one of {FACE_MODES}, got {self.mode!r}")
+            raise ConfigError(f"--faces must be one of {FACE_MODES}, got {self.mode!r}")
         if not 0.0 <= self.margin <= 2.0:
-            raise ValueError(f"--face-margin must be in [0, 2], got {self.margin}")
+            raise ConfigError(f"--face-margin must be in [0, 2], got {self.margin}")
         if not 0.0 <= self.min_score <= 1.0:
-            raise ValueError(f"--face-min-score must be in [0, 1], got {self.min_score}")
+            raise ConfigError(f"--face-min-score must be in [0, 1], got {self.min_score}")
         if self.align and self.mode == "none":
-            raise ValueError("--face-align needs --faces detect or fallback-center")
+            raise ConfigError("--face-align needs --faces detect or fallback-center")
 
     def as_data(self) -> dict[str, Any]:
         """The spec as plain data for fingerprinting: default values dropped, version included.
@@ -135,9 +137,9 @@ class FaceDetector:
                 its own detector, to occupy more cores.
         """
         if canvas < 48:
-            raise ValueError(f"--face-canvas must be >= 48 pixels, got {canvas}")
+            raise ConfigError(f"--face-canvas must be >= 48 pixels, got {canvas}")
         if not 12 <= min_face_size <= canvas:
-            raise ValueError(f"--face-min-size must be in [12, {canvas}] canvas pixels, got {min_face_size}")
+            raise ConfigError(f"--face-min-size must be in [12, {canvas}] canvas pixels, got {min_face_size}")
         if len(thresholds) != 3 or not all(0.0 < t < 1.0 for t in thresholds):
             raise ValueError(f"detector thresholds must be three values in (0, 1), got {thresholds}")
         if not 0.1 <= factor < 1.0:
@@ -147,6 +149,9 @@ class FaceDetector:
         self.canvas, self.min_face_size = canvas, min_face_size
         self.thresholds, self.factor = tuple(thresholds), factor
         self.batch_size, self.threads = batch_size, threads
+        import torch  # torch and facenet-pytorch load only when faces are detected: a fast CLI start
+        from facenet_pytorch import MTCNN
+
         self._mtcnn = MTCNN(min_face_size=min_face_size, thresholds=list(thresholds), factor=factor,
                             keep_all=True, select_largest=False, device=torch.device("cpu"))
         for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
@@ -167,6 +172,8 @@ class FaceDetector:
         Args:
             images: oriented PIL images of any size and mode.
         """
+        import torch
+
         found: list[Detection | None] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
@@ -227,6 +234,8 @@ def _square_around(img: Image.Image, box: tuple[float, float, float, float], mar
 
 @contextmanager
 def _torch_threads(count: int) -> Iterator[None]:
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -236,6 +245,8 @@ def _torch_threads(count: int) -> Iterator[None]:
 
 
 def _to_channels_last(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    import torch
+
     return (args[0].contiguous(memory_format=torch.channels_last),)
 
 

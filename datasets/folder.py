@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from extractor.errors import InputNotFound
+
 _FILES_PER_TASK = 128  # hashing tasks per thread-pool call: few enough to keep overhead low
 
 
@@ -29,7 +31,7 @@ def list_files(root: str | os.PathLike) -> list[FolderFile]:
     """
     root_path = Path(root)
     if not root_path.is_dir():
-        raise FileNotFoundError(f"--images {root_path} is not a directory")
+        raise InputNotFound(f"--images {root_path} is not a directory")
     found: list[FolderFile] = []
     pending = [(str(root_path), "")]
     while pending:

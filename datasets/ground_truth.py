@@ -6,6 +6,8 @@ from collections import defaultdict
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from extractor.errors import ConfigError
+
 KEY_COLUMNS: tuple[str, ...] = ("path", "filename")
 """CSV columns that name an image, most specific first: a path relative to the images root, or a file name."""
 
@@ -55,17 +57,17 @@ def from_csv(csv_path: str | Path, column: str, paths: Iterable[str | Path]) -> 
         present = reader.fieldnames or []
         key = next((name for name in KEY_COLUMNS if name in present), None)
         if key is None:
-            raise ValueError(f"{csv_path}: needs a {' or '.join(map(repr, KEY_COLUMNS))} column to name images; "
+            raise ConfigError(f"{csv_path}: needs a {' or '.join(map(repr, KEY_COLUMNS))} column to name images; "
                              f"columns present: {', '.join(present) or 'none'}")
         if column not in present:
-            raise ValueError(f"{csv_path}: no column {column!r}; columns present: {', '.join(present)}")
+            raise ConfigError(f"{csv_path}: no column {column!r}; columns present: {', '.join(present)}")
         values: dict[str, str] = {}
         for line, row in enumerate(reader, start=2):
             name, value = _posix(row[key] or ""), (row[column] or "").strip()
             if not name or not value:
                 continue
             if values.setdefault(name, value) != value:
-                raise ValueError(f"{csv_path}:{line}: {key} {name!r} has two {column} values, "
+                raise ConfigError(f"{csv_path}:{line}: {key} {name!r} has two {column} values, "
                                  f"{values[name]!r} and {value!r}")
     relative = [_posix(str(path)) for path in paths]
     if key == "path":
@@ -77,7 +79,7 @@ def from_csv(csv_path: str | Path, column: str, paths: Iterable[str | Path]) -> 
     for name, value in values.items():
         candidates = by_name.get(name, [])
         if len(candidates) > 1:
-            raise ValueError(f"{csv_path}: file name {name!r} matches {len(candidates)} images "
+            raise ConfigError(f"{csv_path}: file name {name!r} matches {len(candidates)} images "
                              f"({', '.join(candidates[:3])}); key the CSV by a 'path' column instead")
         if candidates:
             matched[candidates[0]] = value
@@ -89,7 +91,7 @@ def _relative(path: Path, root: Path) -> PurePosixPath:
         try:
             path = path.resolve().relative_to(root.resolve())
         except ValueError:
-            raise ValueError(f"{path} is not under the images root {root}") from None
+            raise ConfigError(f"{path} is not under the images root {root}") from None
     return PurePosixPath(path.as_posix())
 
 

@@ -11,9 +11,14 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from datasets.decode import ImageDecodeError, decode_image
-from datasets.faces import Detection, FaceSpec, NoFaceError, face_region
-from datasets.transforms import PreprocessSpec, crop_and_resize, decode_min_side, to_pixels
+from extractor.datasets.decode import ImageDecodeError, decode_image
+from extractor.datasets.faces import Detection, FaceSpec, NoFaceError, face_region
+from extractor.datasets.transforms import (
+    PreprocessSpec,
+    crop_and_resize,
+    decode_min_side,
+    to_pixels,
+)
 
 _WORKER_NICENESS = 10
 _CHUNK = 16  # files per worker task: small enough to keep both cores busy, big enough to amortise IPC

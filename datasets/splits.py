@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from extractor.errors import ConfigError
+
 SPLIT_SALT = "extractor-split-v1"
 
 
@@ -17,7 +19,7 @@ def heldout_mask(keys: Sequence[str], fraction: float) -> np.ndarray:
     digests to split images, or group names (people) to hold out whole groups.
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"--heldout must be in (0, 1), got {fraction}")
+        raise ConfigError(f"--heldout must be in (0, 1), got {fraction}")
     scores = np.array([_unit_interval(key) for key in keys], dtype=np.float64)
     return scores < fraction
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from extractor.errors import ConfigError
+
 Channels = Literal["gray", "rgb", "bgr"]
 CHANNELS: tuple[str, ...] = ("gray", "rgb", "bgr")
 TRANSFORM_VERSION = "1"  # bump whenever the code below changes what a spec produces
@@ -32,18 +34,18 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 8:
-            raise ValueError(f"--size must be >= 8 pixels, got {self.size}")
+            raise ConfigError(f"--size must be >= 8 pixels, got {self.size}")
         if self.channels not in CHANNELS:
-            raise ValueError(f"--channels must be one of {CHANNELS}, got {self.channels!r}")
+            raise ConfigError(f"--channels must be one of {CHANNELS}, got {self.channels!r}")
         count = 1 if self.channels == "gray" else 3
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) not in (1, count):
-                raise ValueError(f"--{name} takes 1 or {count} values for {self.channels}, got {len(values)}")
+                raise ConfigError(f"--{name} takes 1 or {count} values for {self.channels}, got {len(values)}")
         if any(value == 0 for value in self.std):
-            raise ValueError("--std must not be 0")
+            raise ConfigError("--std must not be 0")
         if not 0.0 < self.center_crop <= 1.0:
-            raise ValueError(f"--center-crop must be in (0, 1], got {self.center_crop}")
+            raise ConfigError(f"--center-crop must be in (0, 1], got {self.center_crop}")
 
     @property
     def num_channels(self) -> int:

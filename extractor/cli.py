@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from extractor.errors import USER_ERRORS
+from extractor.errors import ExtractionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Black-box model extraction: label images with an opaque teacher, train a compact "
@@ -61,8 +61,8 @@ def label(
     quiet: QuietOption = False,
 ) -> None:
     """Send every image the store has no answer for to the teacher, and keep its answers."""
-    from datasets.faces import FaceSpec
     from extractor.commands import run_label
+    from extractor.datasets.faces import FaceSpec
     from extractor.teacher_source import TeacherSource, read_classes
 
     face_spec = FaceSpec(mode=faces, margin=face_margin, align=face_align, min_score=face_min_score)  # type: ignore[arg-type]
@@ -99,9 +99,9 @@ def train(
 ) -> None:
     """Train a compact student on the teacher's stored hard and soft answers."""
     from extractor.commands import run_train
+    from extractor.students.losses import DistillConfig
+    from extractor.students.trainer import OptimConfig
     from extractor.training import TrainConfig
-    from students.losses import DistillConfig
-    from students.trainer import OptimConfig
 
     cfg = TrainConfig(store=store, out=out, teacher=teacher, size=size, heldout=heldout, split_by=split_by,
                       resume=resume, workers=workers, quiet=quiet or as_json,
@@ -167,28 +167,30 @@ def _emit(result: object, as_json: bool) -> None:
 
 
 def main() -> None:
-    """Entry point: the one error boundary. User errors print one line and exit 1."""
+    """Entry point and the one error boundary.
+
+    Typer itself handles usage errors (its usage message, exit 2). Our user errors print one line and
+    exit 1; anything else is a bug in extractor and says how to see its traceback.
+    """
     debug = os.environ.get("EXTRACTOR_DEBUG") == "1"
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
-    except USER_ERRORS as exc:
+        app()
+    except (ExtractionError, OSError) as exc:  # OSError: a path the user named, a full disk, a closed pipe
         if debug:
             traceback.print_exc()
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click's usage errors carry their own exit codes
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        typer.echo(f"internal error (a bug in extractor): {type(exc).__name__}: {exc}\n"
+                   "run again with EXTRACTOR_DEBUG=1 to see the traceback, and please report it", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

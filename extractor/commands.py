@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from datasets.faces import FaceDetector, FaceSpec
-from datasets.ground_truth import from_csv, from_folders
-from datasets.transforms import PreprocessSpec
 from extractor.config import LabelConfig
+from extractor.datasets.faces import FaceDetector, FaceSpec
+from extractor.datasets.transforms import PreprocessSpec
+from extractor.errors import ConfigError, InputNotFound
 from extractor.jobs import (
     LabelSummary,
     job_identity,
@@ -18,16 +17,16 @@ from extractor.jobs import (
     preprocess_fingerprint,
     spec_data_of,
 )
-from extractor.report import build_report
 from extractor.result import Result
 from extractor.store import LabelStore, RequestRecord
 from extractor.teacher_source import TeacherSource, open_teacher
-from extractor.training import TrainConfig, train_student
-from teachers.base import Teacher
-from teachers.http import HttpTeacher, QueryBudget
-from teachers.http import RequestRecord as HttpRecord
-from teachers.onnx import OnnxTeacher
+from extractor.teachers.base import Teacher
+from extractor.teachers.http import HttpTeacher, QueryBudget
+from extractor.teachers.http import RequestRecord as HttpRecord
+from extractor.teachers.onnx import OnnxTeacher
 
+if TYPE_CHECKING:
+    from extractor.training import TrainConfig
 
 _FAILURES_SHOWN = 20
 
@@ -39,9 +38,9 @@ def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
     try:
         values = tuple(float(part) for part in text.replace(",", " ").split())
     except ValueError:
-        raise ValueError(f"{flag} takes one or three numbers, e.g. 127.5 or 123.7,116.3,103.5; got {text!r}") from None
+        raise ConfigError(f"{flag} takes one or three numbers, e.g. 127.5 or 123.7,116.3,103.5; got {text!r}") from None
     if len(values) not in (1, 3):
-        raise ValueError(f"{flag} takes one or three numbers, got {len(values)}")
+        raise ConfigError(f"{flag} takes one or three numbers, got {len(values)}")
     return values
 
 
@@ -135,9 +134,9 @@ def format_label_summary(summary: LabelSummary, store: Path) -> str:
 
 def run_export(*, store: Path, out: Path, fmt: str) -> Result:
     if fmt not in ("parquet", "csv"):
-        raise ValueError(f"--format must be parquet or csv, got {fmt!r}")
+        raise ConfigError(f"--format must be parquet or csv, got {fmt!r}")
     if not store.exists():
-        raise FileNotFoundError(f"--store {store} does not exist")
+        raise InputNotFound(f"--store {store} does not exist")
     with LabelStore(store) as label_store:
         frame = label_store.labels()
     frame["soft"] = [None if soft is None else soft.tolist() for soft in frame["soft"]]
@@ -151,7 +150,7 @@ def run_export(*, store: Path, out: Path, fmt: str) -> Result:
 
 def run_store_stats(store: Path) -> Result:
     if not store.exists():
-        raise FileNotFoundError(f"--store {store} does not exist")
+        raise InputNotFound(f"--store {store} does not exist")
     with LabelStore(store) as label_store:
         stats = label_store.stats()
         last_job = stats["jobs"][-1]["id"] if stats["jobs"] else None
@@ -173,6 +172,8 @@ def run_store_stats(store: Path) -> Result:
 
 
 def run_train(cfg: TrainConfig) -> Result:
+    from extractor.training import train_student
+
     result = train_student(cfg)
     text = (f"student trained: {result.fidelity:.1%} held-out fidelity on {result.heldout_images} images "
             f"({result.train_images} trained on, {result.epochs} epochs, {result.seconds / 60:.1f} min)\n"
@@ -182,8 +183,13 @@ def run_train(cfg: TrainConfig) -> Result:
 
 
 def run_report(run_dir: Path, *, ground_truth: str | None, label_column: str, classes: tuple[str, ...]) -> Result:
+    import pandas as pd
+
+    from extractor.datasets.ground_truth import from_csv, from_folders
+    from extractor.report import build_report
+
     if not (run_dir / "run.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a training run (no run.json); run `extractor train` first")
+        raise InputNotFound(f"{run_dir} is not a training run (no run.json); run `extractor train` first")
     truth = None
     if ground_truth:
         run = json.loads((run_dir / "run.json").read_text())
@@ -191,7 +197,7 @@ def run_report(run_dir: Path, *, ground_truth: str | None, label_column: str, cl
         truth = (from_folders(Path("."), paths) if ground_truth == "folders"
                  else from_csv(Path(ground_truth), label_column, paths))
         if not truth:
-            raise ValueError(f"--ground-truth {ground_truth} names none of the {len(paths)} held-out images "
+            raise ConfigError(f"--ground-truth {ground_truth} names none of the {len(paths)} held-out images "
                              f"(teacher {run['teacher']['fingerprint'][:12]})")
     report = build_report(run_dir, ground_truth=truth, class_names=classes or None)
     return Result(report.data, report.text + f"\nwritten: {run_dir}/report.md, report.json, report.csv, report.png")

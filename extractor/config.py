@@ -5,8 +5,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from datasets.faces import FaceSpec
-from datasets.transforms import PreprocessSpec
+from extractor.datasets.faces import FaceSpec
+from extractor.datasets.transforms import PreprocessSpec
+from extractor.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,15 @@ class LabelConfig:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
         if self.concurrency < 1:
-            raise ValueError(f"--concurrency must be >= 1, got {self.concurrency}")
+            raise ConfigError(f"--concurrency must be >= 1, got {self.concurrency}")
         if self.budget is not None and self.budget < 0:
-            raise ValueError(f"--budget must be >= 0, got {self.budget}")
+            raise ConfigError(f"--budget must be >= 0, got {self.budget}")
         if self.canary < 0:
-            raise ValueError(f"--canary must be >= 0, got {self.canary}")
+            raise ConfigError(f"--canary must be >= 0, got {self.canary}")
 
     def as_data(self) -> dict:
         data = asdict(self)

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets.transforms import PreprocessSpec
 from extractor.commands import format_label_summary, run_report, run_train
 from extractor.config import LabelConfig
+from extractor.datasets.transforms import PreprocessSpec
 from extractor.demo_assets import DEMO_SIZE, build_demo_assets
 from extractor.jobs import label_dataset
 from extractor.result import Result
 from extractor.store import LabelStore
+from extractor.students.trainer import OptimConfig
+from extractor.teachers.onnx import OnnxTeacher
 from extractor.training import TrainConfig
-from students.trainer import OptimConfig
-from teachers.onnx import OnnxTeacher
 
 
 def run_demo(out: Path, *, epochs: int, quiet: bool) -> Result:

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from datasets.decode import ImageDecodeError, decode_image
-from datasets.faces import Detection, FaceDetector, FaceSpec
-from datasets.folder import FolderFile
-from datasets.loading import LoadRequest
-from datasets.transforms import PreprocessSpec
+from extractor.datasets.decode import ImageDecodeError, decode_image
+from extractor.datasets.faces import Detection, FaceDetector, FaceSpec
+from extractor.datasets.folder import FolderFile
+from extractor.datasets.loading import LoadRequest
+from extractor.datasets.transforms import PreprocessSpec
 from extractor.fingerprint import stable_hash
 from extractor.store import LabelStore
 

@@ -12,15 +12,21 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from datasets.faces import FaceDetector
-from datasets.folder import FolderFile, hash_files, list_files
-from datasets.loading import Loaded, LoadRequest, load_many, load_parallel
-from datasets.transforms import normalize
 from extractor.config import LabelConfig
+from extractor.datasets.faces import FaceDetector
+from extractor.datasets.folder import FolderFile, hash_files, list_files
+from extractor.datasets.loading import Loaded, LoadRequest, load_many, load_parallel
+from extractor.datasets.transforms import normalize
+from extractor.errors import ConfigError
 from extractor.face_stage import FaceStage
 from extractor.fingerprint import stable_hash
 from extractor.store import Failure, LabelRow, LabelStore, RequestRecord
-from teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherOutput
+from extractor.teachers.base import (
+    MalformedAnswer,
+    QueryBudgetExceeded,
+    Teacher,
+    TeacherOutput,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ def spec_data_of(cfg: LabelConfig, detector: FaceDetector | None) -> dict:
     data: dict = {"transform": cfg.preprocess.as_data()}
     if cfg.faces.mode != "none":
         if detector is None:
-            raise ValueError(f"--faces {cfg.faces.mode} needs a face detector")
+            raise ConfigError(f"--faces {cfg.faces.mode} needs a face detector")
         data.update(faces=cfg.faces.as_data(), detector=detector.as_data())
     return data
 
@@ -270,7 +276,7 @@ class _LabelRun:
 def _rows(unit: list[Loaded], output: TeacherOutput) -> list[LabelRow]:
     if len(output.labels) != len(unit):
         raise MalformedAnswer(f"teacher answered {len(output.labels)} images for {len(unit)} sent")
-    soft = None if output.probs is None else output.probs.numpy()
+    soft = output.probs
     return [LabelRow(item.request.digest, int(output.labels[i]), output.kind, None if soft is None else soft[i])
             for i, item in enumerate(unit)]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from datasets.loading import LoadRequest, load_parallel
-from datasets.transforms import PreprocessSpec
+from extractor.datasets.loading import LoadRequest, load_parallel
+from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import CacheError
 from extractor.fingerprint import stable_hash
 from extractor.store import LabelStore

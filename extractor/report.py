@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from extractor.errors import ConfigError
 from extractor.profile import ModelProfile, profile_onnx
 from extractor.result import Result
 
@@ -31,7 +32,7 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
     heldout = pd.read_csv(run_dir / "heldout.csv", dtype={"relative_path": str})
     names = list(class_names or run["teacher"].get("class_names") or map(str, range(run["num_classes"])))
     if len(names) != run["num_classes"]:
-        raise ValueError(f"--classes names {len(names)} classes, the teacher has {run['num_classes']}")
+        raise ConfigError(f"--classes names {len(names)} classes, the teacher has {run['num_classes']}")
     student = profile_onnx(run_dir / "student.onnx", input_size=run["student"]["size"], batch_sizes=BATCH_SIZES)
     teacher = _teacher_profile(run)
     agree = heldout["student_label"] == heldout["teacher_label"]

@@ -6,13 +6,15 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
 
 from extractor.errors import CacheError
 from extractor.fingerprint import STORE_SCHEMA, cache_key
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -212,6 +214,8 @@ class LabelStore:
             marks = ",".join("?" * len(digests))
             where += (" AND " if where else " WHERE ") + f"l.digest IN ({marks})"
             params = [*params, *digests]
+        import pandas as pd  # pandas takes 0.5 s to import: only reads that return frames pay for it
+
         frame = pd.read_sql_query(_LABELS_QUERY + where, self.db, params=params)
         frame["soft"] = [None if blob is None else np.frombuffer(blob, dtype=np.float32) for blob in frame["soft"]]
         return frame
@@ -240,6 +244,8 @@ class LabelStore:
 
     def failures(self, job_id: int) -> pd.DataFrame:
         """The inputs a job could not label, with their one-line reasons."""
+        import pandas as pd
+
         return pd.read_sql_query("SELECT path, digest, stage, reason FROM failures WHERE job_id = ? ORDER BY path",
                                  self.db, params=(job_id,))
 

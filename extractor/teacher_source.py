@@ -5,16 +5,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from teachers.base import Teacher
-from teachers.http import (
+from extractor.errors import ConfigError
+from extractor.teachers.base import Teacher
+from extractor.teachers.http import (
     HttpConfig,
     HttpTeacher,
     RequestRecord,
     parse_header,
     parse_header_env,
 )
-from teachers.onnx import OnnxTeacher
-from teachers.protocols import JsonSpec
+from extractor.teachers.onnx import OnnxTeacher
+from extractor.teachers.protocols import JsonSpec
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,9 @@ class TeacherSource:
 
     def __post_init__(self) -> None:
         if not self.is_http and self.protocol:
-            raise ValueError("--protocol applies to http(s):// teachers; an .onnx file needs none")
+            raise ConfigError("--protocol applies to http(s):// teachers; an .onnx file needs none")
         if self.is_http and not self.protocol:
-            raise ValueError("an http(s):// teacher needs --protocol (kserve-v2, kserve-v1, torchserve or json)")
+            raise ConfigError("an http(s):// teacher needs --protocol (kserve-v2, kserve-v1, torchserve or json)")
 
 
 def open_teacher(source: TeacherSource, on_request: Callable[[RequestRecord], None] | None = None) -> Teacher:

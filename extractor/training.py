@@ -14,18 +14,18 @@ import onnxruntime as ort
 import pandas as pd
 import torch
 
-from datasets.faces import Detection, FaceSpec
-from datasets.ground_truth import from_csv
-from datasets.loading import LoadRequest
-from datasets.splits import heldout_mask
-from datasets.transforms import PreprocessSpec
-from extractor.errors import ConfigError
+from extractor.datasets.faces import Detection, FaceSpec
+from extractor.datasets.ground_truth import from_csv
+from extractor.datasets.loading import LoadRequest
+from extractor.datasets.splits import heldout_mask
+from extractor.datasets.transforms import PreprocessSpec
+from extractor.errors import ConfigError, InputNotFound
 from extractor.fingerprint import stable_hash
 from extractor.pool import TeacherAnswers, decode_once, select_answers, student_spec
 from extractor.store import LabelStore
-from students.batches import DistilTensors, InputConfig, normalize
-from students.export import export_onnx
-from students.hooks import (
+from extractor.students.batches import DistilTensors, InputConfig, normalize
+from extractor.students.export import export_onnx
+from extractor.students.hooks import (
     CheckpointHook,
     EvalHook,
     LRScheduleHook,
@@ -33,9 +33,9 @@ from students.hooks import (
     ProgressHook,
     resume,
 )
-from students.losses import DistillConfig, distillation_loss
-from students.squeezenet import build_student, count_parameters
-from students.trainer import OptimConfig, Trainer, build_optimizer
+from extractor.students.losses import DistillConfig, distillation_loss
+from extractor.students.squeezenet import build_student, count_parameters
+from extractor.students.trainer import OptimConfig, Trainer, build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.size < 32:
-            raise ValueError(f"--size must be >= 32 pixels for SqueezeNet 1.1, got {self.size}")
+            raise ConfigError(f"--size must be >= 32 pixels for SqueezeNet 1.1, got {self.size}")
         if not 0.0 < self.heldout < 1.0:
-            raise ValueError(f"--heldout must be in (0, 1), got {self.heldout}")
+            raise ConfigError(f"--heldout must be in (0, 1), got {self.heldout}")
 
     def as_data(self) -> dict:
         data = asdict(self)
@@ -151,7 +151,7 @@ def train_student(cfg: TrainConfig) -> TrainResult:
 
 def _check_run_dir(cfg: TrainConfig) -> None:
     if not cfg.store.exists():
-        raise FileNotFoundError(f"--store {cfg.store} does not exist; run `extractor label` first")
+        raise InputNotFound(f"--store {cfg.store} does not exist; run `extractor label` first")
     if (cfg.out / "last.pt").exists() and not cfg.resume:
         raise ConfigError(f"{cfg.out} already holds a training run; pass --resume to continue it or choose a new --out")
     cfg.out.mkdir(parents=True, exist_ok=True)

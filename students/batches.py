@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from students.losses import SOFT_KINDS, teacher_log_probs
+from extractor.errors import ConfigError
+from extractor.students.losses import SOFT_KINDS, teacher_log_probs
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,11 @@ class InputConfig:
 
     def __post_init__(self) -> None:
         if not self.mean or not self.std:
-            raise ValueError("--mean and --std need at least one value each")
+            raise ConfigError("--mean and --std need at least one value each")
         if any(value == 0 for value in self.std):
-            raise ValueError("--std must not be 0")
+            raise ConfigError("--std must not be 0")
         if not 0.0 <= self.shift_frac < 0.5:
-            raise ValueError(f"--shift must be in [0, 0.5), got {self.shift_frac}")
+            raise ConfigError(f"--shift must be in [0, 0.5), got {self.shift_frac}")
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def normalize(images: torch.Tensor, cfg: InputConfig) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float32 ``(pixel - mean) / std``, as in ``datasets.transforms.normalize``."""
     channels = images.shape[1]
     if len(cfg.mean) not in (1, channels) or len(cfg.std) not in (1, channels):
-        raise ValueError(f"--mean and --std take 1 or {channels} values for {channels}-channel images")
+        raise ConfigError(f"--mean and --std take 1 or {channels} values for {channels}-channel images")
     mean = torch.tensor(cfg.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
     scale = 1.0 / torch.tensor(cfg.std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
     return (images.float() - mean) * scale

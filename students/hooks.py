@@ -12,8 +12,9 @@ import torch.nn as nn
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
-from students.batches import DistilTensors, InputConfig, eval_batches
-from students.trainer import HookBase, LossFn, Trainer
+from extractor.errors import ConfigError
+from extractor.students.batches import DistilTensors, InputConfig, eval_batches
+from extractor.students.trainer import HookBase, LossFn, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class ProgressHook(HookBase):
 
     def __init__(self, quiet: bool = False, log_every: int = 50):
         if log_every < 1:
-            raise ValueError(f"--log-every must be >= 1, got {log_every}")
+            raise ConfigError(f"--log-every must be >= 1, got {log_every}")
         self.quiet, self.log_every = quiet, log_every
         self._bar: tqdm | None = None
 

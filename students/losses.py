@@ -9,6 +9,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from extractor.errors import ConfigError
+
 Targets = Literal["joint", "hard", "soft"]
 TARGETS: tuple[str, ...] = ("joint", "hard", "soft")
 SOFT_KINDS: tuple[str, ...] = ("probs", "logits", "topk")
@@ -29,13 +31,13 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         if self.targets not in TARGETS:
-            raise ValueError(f"--targets must be one of {TARGETS}, got {self.targets!r}")
+            raise ConfigError(f"--targets must be one of {TARGETS}, got {self.targets!r}")
         if not math.isfinite(self.alpha) or self.alpha < 0:
-            raise ValueError(f"--alpha must be a finite number >= 0, got {self.alpha}")
+            raise ConfigError(f"--alpha must be a finite number >= 0, got {self.alpha}")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ValueError(f"--temperature must be a finite number > 0, got {self.temperature}")
+            raise ConfigError(f"--temperature must be a finite number > 0, got {self.temperature}")
         if self.targets == "soft" and self.alpha == 0:
-            raise ValueError("--targets soft with --alpha 0 trains on nothing; use --alpha > 0 or --targets hard")
+            raise ConfigError("--targets soft with --alpha 0 trains on nothing; use --alpha > 0 or --targets hard")
 
 
 def teacher_log_probs(scores: torch.Tensor, kind: Sequence[str] | str, temperature: float) -> torch.Tensor:
@@ -68,7 +70,7 @@ def teacher_log_probs(scores: torch.Tensor, kind: Sequence[str] | str, temperatu
     if scores.ndim != 2:
         raise ValueError(f"scores must be (B, C), got shape {tuple(scores.shape)}")
     if temperature <= 0:
-        raise ValueError(f"--temperature must be > 0, got {temperature}")
+        raise ConfigError(f"--temperature must be > 0, got {temperature}")
     kinds = [kind] * scores.shape[0] if isinstance(kind, str) else list(kind)
     if len(kinds) != scores.shape[0]:
         raise ValueError(f"got {len(kinds)} kinds for {scores.shape[0]} rows of scores")

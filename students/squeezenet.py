@@ -1,8 +1,6 @@
 """SqueezeNet 1.1 students, randomly initialised, for any channel count and inputs of 32 px or more."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch.nn as nn
 from torch.nn import init
 from torchvision.models import squeezenet as tv_squeezenet
@@ -41,25 +39,3 @@ def squeezenet1_1(num_classes: int, in_channels: int = 3) -> nn.Module:
         model.features[0] = conv
     model.classifier[2] = nn.Identity()  # the logit ReLU: see the docstring
     return model
-
-
-STUDENTS: dict[str, Callable[..., nn.Module]] = {"squeezenet1_1": squeezenet1_1}
-"""Student architectures by name: each factory takes ``(num_classes, in_channels)``."""
-
-
-def build_student(name: str, num_classes: int, in_channels: int) -> nn.Module:
-    """Builds the student architecture called ``name``.
-
-    Raises:
-        KeyError: If ``name`` is not in ``STUDENTS``; the message lists the valid names.
-    """
-    try:
-        factory = STUDENTS[name]
-    except KeyError:
-        raise KeyError(f"unknown student {name!r}; valid students: {sorted(STUDENTS)}") from None
-    return factory(num_classes=num_classes, in_channels=in_channels)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of scalar parameters in ``model``, trainable or not."""
-    return sum(parameter.numel() for parameter in model.parameters())

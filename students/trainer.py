@@ -1,4 +1,4 @@
-"""The training loop: batches in, optimizer steps out; everything else is a hook."""
+"""The training loop: batches in, optimizer steps out; what a step computes is the task's, the rest is a hook."""
 from __future__ import annotations
 
 import math
@@ -11,11 +11,18 @@ import torch.nn as nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from students.batches import Batch, DistilTensors, InputConfig, num_batches, train_batches
+from extractor.errors import ConfigError
+from extractor.students.batches import (
+    Batch,
+    DistilTensors,
+    InputConfig,
+    num_batches,
+    train_batches,
+)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 """``(student_logits, labels, teacher_log_probs, soft_mask) -> {"loss", ...}``, e.g.
-``functools.partial(losses.distillation_loss, cfg=distill_config)``."""
+``functools.partial(losses.distillation_loss, cfg=distill_config)``: held-out loss parts (``hooks.EvalHook``)."""
 
 
 @dataclass(frozen=True)
@@ -41,21 +48,22 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
+            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
         if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+            raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0.0 <= self.warmup_frac < 1.0:
-            raise ValueError(f"--warmup must be in [0, 1), got {self.warmup_frac}")
+            raise ConfigError(f"--warmup must be in [0, 1), got {self.warmup_frac}")
         if self.seed < 0:
-            raise ValueError(f"--seed must be >= 0, got {self.seed}")
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, steps_per_epoch: int) -> tuple[Optimizer, LRScheduler]:
-    """AdamW and a per-step warmup-then-cosine schedule (step it with ``hooks.LRScheduleHook``)."""
+    """AdamW over ``model``'s trainable parameters and a per-step warmup-then-cosine schedule (step it
+    with ``hooks.LRScheduleHook``). Pass the task, so that adapters it owns train too."""
     weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     others = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": weights, "weight_decay": cfg.weight_decay},
@@ -114,36 +122,45 @@ class TrainState:
 
 
 class Trainer:
-    """Runs epochs of steps over in-memory tensors and calls hooks in order (after detectron2's SimpleTrainer).
+    """Runs epochs of ``task(batch)`` steps over in-memory tensors and calls hooks in order (after
+    detectron2's SimpleTrainer).
 
     Hooks run in list order; put ``EvalHook`` before ``MetricsHook`` and ``CheckpointHook`` so that
     they see the epoch's evaluation. The caller seeds the initial weights (``torch.manual_seed``).
 
     Args:
-        model: The student, already on its device; batches follow its parameters.
-        optimizer: Optimizes ``model``'s parameters.
-        data: Training tensors.
-        loss_fn: Returns a dict with at least the scalar ``"loss"`` to minimise.
+        task: Computes each step's losses (``students.tasks``), already on its device; batches follow
+            its parameters.
+        optimizer: Optimizes the task's trainable parameters.
+        data: Training tensors (on the CPU, or already on the task's device).
         hooks: Called in order.
         epochs: Total epochs, counting any already done before a resume.
         batch_size: Images per step.
         seed: Makes every epoch's order and augmentation reproducible.
         inputs: Normalisation and augmentation.
+        mixed_precision: Run the task under bfloat16 autocast (CUDA); bfloat16 keeps float32's range,
+            so no loss scaling is needed.
     """
 
-    def __init__(self, model: nn.Module, optimizer: Optimizer, data: DistilTensors, loss_fn: LossFn,
-                 hooks: Sequence[HookBase], *, epochs: int, batch_size: int, seed: int, inputs: InputConfig) -> None:
-        self.model = model
+    def __init__(self, task: nn.Module, optimizer: Optimizer, data: DistilTensors, hooks: Sequence[HookBase], *,
+                 epochs: int, batch_size: int, seed: int, inputs: InputConfig, mixed_precision: bool = False) -> None:
+        self.task = task
         self.optimizer = optimizer
         self.data = data
-        self.loss_fn = loss_fn
         self.hooks = list(hooks)
         self.epochs = epochs
         self.batch_size = batch_size
         self.seed = seed
         self.inputs = inputs
-        self.device = next(model.parameters()).device
+        self.device = next(task.parameters()).device
+        self.mixed_precision = mixed_precision
         self.state = TrainState()
+
+    @property
+    def model(self) -> nn.Module:
+        """The student: what hooks evaluate and checkpoints keep as ``"model"``."""
+        task: Task = self.task  # type: ignore[assignment]
+        return task.student
 
     @property
     def steps_per_epoch(self) -> int:
@@ -151,7 +168,7 @@ class Trainer:
 
     def train(self) -> TrainState:
         """Trains from ``state.epoch`` (0, or where a resume left off) up to ``epochs``."""
-        self.model.train()
+        self.task.train()
         for hook in self.hooks:
             hook.before_train(self)
         while self.state.epoch < self.epochs:
@@ -173,7 +190,8 @@ class Trainer:
         Raises:
             FloatingPointError: If the loss is NaN or infinite; the weights are left untouched.
         """
-        losses = self.loss_fn(self.model(batch.inputs), batch.labels, batch.teacher_log_probs, batch.soft_mask)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
+            losses = self.task(batch)
         names = list(losses)
         values = torch.stack([losses[name].detach().float() for name in names]).tolist()  # one device sync
         parts = dict(zip(names, values, strict=True))
@@ -188,7 +206,12 @@ class Trainer:
         self.state.losses = parts
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimizer, progress, hook states, RNG."""
+        """Everything needed to continue exactly: weights, optimizer, progress, hook states, RNG.
+
+        ``"model"`` is the student's state dict alone (what ``best.pt`` is loaded for); ``"task"`` is
+        the whole task's (student, adapters, frozen parents), which a resume restores. They share
+        tensors, which ``torch.save`` stores once.
+        """
         hooks: dict[str, Any] = {}
         for hook in self.hooks:
             state = hook.state_dict()
@@ -203,12 +226,12 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.state_dict(), "task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "progress": {"epoch": self.state.epoch, "step": self.state.step}, "hooks": hooks, "rng": rng}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores ``state_dict``'s output; hooks absent from it keep their current state."""
-        self.model.load_state_dict(state["model"])
+        self.task.load_state_dict(state["task"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.state.epoch = state["progress"]["epoch"]
         self.state.step = state["progress"]["step"]

@@ -1,5 +1,5 @@
 """Adapters to opaque teacher models."""
-from teachers.base import (
+from extractor.teachers.base import (
     MalformedAnswer,
     QueryBudgetExceeded,
     Teacher,

@@ -1,11 +1,16 @@
-"""The teacher contract: an opaque model that answers batches of inputs."""
+"""The teacher contract: an opaque model that answers batches of inputs.
+
+Outputs are numpy arrays rather than torch tensors (STYLE.md's sketch): labeling with an ONNX or
+HTTP teacher then never imports torch, which keeps `extractor label` fast to start.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-import torch
+
+from extractor.errors import MalformedAnswer, QueryBudgetExceeded, TeacherError, TeacherUnavailable
 
 OutputKind = Literal["probs", "logits", "topk", "label"]
 OutputPolicy = Literal["auto", "logits", "probs"]
@@ -14,41 +19,25 @@ OUTPUT_KINDS: tuple[str, ...] = ("probs", "logits", "topk", "label")
 InputFormat = Literal["tensor", "image"]
 
 
-class TeacherError(RuntimeError):
-    """The teacher could not answer, or answered something unusable."""
-
-
-class TeacherUnavailable(TeacherError):
-    """The teacher cannot be reached (after bounded retries)."""
-
-
-class QueryBudgetExceeded(TeacherError):
-    """Answering would send more images to the teacher than the budget allows."""
-
-
-class MalformedAnswer(TeacherError):
-    """The teacher answered, but the answer is not a usable prediction."""
-
-
 @dataclass(frozen=True)
 class TeacherOutput:
     """What a teacher said about a batch.
 
     Attributes:
         labels: (B,) int64, the teacher's top-1 class: the "hard" target.
-        probs: (B, C) float32 on CPU, or None for a label-only teacher. Logits are kept as
+        probs: (B, C) float32, or None for a label-only teacher. Logits are kept as
             logits (``kind == "logits"``); for a top-k teacher the hidden classes are 0.
         kind: what the teacher really gave.
     """
 
-    labels: torch.Tensor
-    probs: torch.Tensor | None
+    labels: np.ndarray
+    probs: np.ndarray | None
     kind: OutputKind
 
     def __post_init__(self) -> None:
         if self.kind not in OUTPUT_KINDS:
             raise ValueError(f"kind must be one of {OUTPUT_KINDS}, got {self.kind!r}")
-        if self.labels.ndim != 1 or self.labels.dtype != torch.int64:
+        if self.labels.ndim != 1 or self.labels.dtype != np.int64:
             raise ValueError(f"labels must be (B,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
         if self.kind == "label":
             if self.probs is not None:
@@ -81,11 +70,15 @@ def output_from_scores(scores: np.ndarray, kind: OutputKind) -> TeacherOutput:
         raise MalformedAnswer(f"expected scores of shape (batch, classes>=2), got {scores.shape}")
     if not np.isfinite(scores).all():
         raise MalformedAnswer("the answer contains NaN or infinite scores")
-    probs = torch.from_numpy(np.ascontiguousarray(scores))
-    return TeacherOutput(labels=probs.argmax(dim=1), probs=probs, kind=kind)
+    probs = np.ascontiguousarray(scores)
+    return TeacherOutput(labels=probs.argmax(axis=1).astype(np.int64), probs=probs, kind=kind)
 
 
 def guess_kind(scores: np.ndarray) -> OutputKind:
     """"probs" when every row is non-negative and sums to 1, else "logits" (for output policy "auto")."""
     rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)
     return "probs" if rows_sum_to_one and (scores >= 0).all() else "logits"
+
+
+__all__ = ["InputFormat", "MalformedAnswer", "OutputKind", "OutputPolicy", "QueryBudgetExceeded", "Teacher",
+           "TeacherError", "TeacherOutput", "TeacherUnavailable", "guess_kind", "output_from_scores"]

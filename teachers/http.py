@@ -28,10 +28,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import requests
-import torch
 
-from teachers import protocols
-from teachers.base import (
+from extractor.errors import ConfigError
+from extractor.teachers import protocols
+from extractor.teachers.base import (
     OUTPUT_POLICIES,
     InputFormat,
     MalformedAnswer,
@@ -44,7 +44,7 @@ from teachers.base import (
     guess_kind,
     output_from_scores,
 )
-from teachers.protocols import PROTOCOLS, HttpRequest, JsonSpec, ModelInfo
+from extractor.teachers.protocols import PROTOCOLS, HttpRequest, JsonSpec, ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,12 @@ def parse_header(text: str) -> tuple[str, Secret]:
     """``"Name: value"`` (from ``--header``) -> ``(name, Secret(value))``; never echoes the value."""
     name, colon, value = text.partition(":")
     if not colon:
-        raise ValueError("--header must be 'Name: value' (a header name, a colon, the value); "
+        raise ConfigError("--header must be 'Name: value' (a header name, a colon, the value); "
                          "the one given has no colon")
     name, value = name.strip(), value.strip()
     _check_header_name(name, "--header")
     if not value or any(char in value for char in "\r\n\0"):
-        raise ValueError(f"--header {name}: the value must be non-empty and on one line")
+        raise ConfigError(f"--header {name}: the value must be non-empty and on one line")
     return name, Secret(value)
 
 
@@ -102,11 +102,11 @@ def parse_header_env(text: str) -> tuple[str, str]:
     name, equals, variable = text.partition("=")
     name, variable = name.strip(), variable.strip()
     if not equals:
-        raise ValueError("--header-env must be 'Name=ENVVAR' (a header name, '=', an environment "
+        raise ConfigError("--header-env must be 'Name=ENVVAR' (a header name, '=', an environment "
                          "variable name); the one given has no '='")
     _check_header_name(name, "--header-env")
     if not _ENV_NAME.fullmatch(variable):
-        raise ValueError(f"--header-env {name}: after '=' give the name of an environment variable "
+        raise ConfigError(f"--header-env {name}: after '=' give the name of an environment variable "
                          "(letters, digits, '_'), not the value itself")
     return name, variable
 
@@ -161,23 +161,23 @@ class HttpConfig:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"--teacher must be an http:// or https:// URL, got {public_url(self.url)!r}")
+            raise ConfigError(f"--teacher must be an http:// or https:// URL, got {public_url(self.url)!r}")
         if parts.username is not None or parts.password is not None:
-            raise ValueError("--teacher must not embed credentials (user:password@host); pass them with --header-env")
+            raise ConfigError("--teacher must not embed credentials (user:password@host); pass them with --header-env")
         object.__setattr__(self, "url", self.url.rstrip("/"))
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+            raise ConfigError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.protocol != "json" and not self.model:
-            raise ValueError(f"--model-name is required with --protocol {self.protocol}")
+            raise ConfigError(f"--model-name is required with --protocol {self.protocol}")
         if (self.protocol == "json") != (self.json_spec is not None):
-            raise ValueError("--json-spec is required with --protocol json and applies to nothing else")
+            raise ConfigError("--json-spec is required with --protocol json and applies to nothing else")
         self._check_numbers()
         self._check_outputs()
         self._check_headers()
         if self.verify_tls is False:
-            raise ValueError("TLS verification cannot be turned off; give --ca-bundle for a private CA")
+            raise ConfigError("TLS verification cannot be turned off; give --ca-bundle for a private CA")
         if isinstance(self.verify_tls, str) and not os.path.isfile(self.verify_tls):
-            raise ValueError(f"--ca-bundle {self.verify_tls!r} is not a file")
+            raise ConfigError(f"--ca-bundle {self.verify_tls!r} is not a file")
 
     @property
     def dense_answers(self) -> bool:
@@ -203,32 +203,32 @@ class HttpConfig:
 
     def _check_numbers(self) -> None:
         if not self.timeout_s > 0:
-            raise ValueError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
+            raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
         if self.retries < 0:
-            raise ValueError(f"--retries must be >= 0, got {self.retries}")
+            raise ConfigError(f"--retries must be >= 0, got {self.retries}")
         if self.backoff_s < 0 or self.max_backoff_s < self.backoff_s:
             raise ValueError(f"need 0 <= --backoff <= --max-backoff, got {self.backoff_s} and {self.max_backoff_s}")
         if self.max_rps is not None and not self.max_rps > 0:
-            raise ValueError(f"--max-rps must be > 0, got {self.max_rps}")
+            raise ConfigError(f"--max-rps must be > 0, got {self.max_rps}")
         batch = self.batch_size
         if batch is None:
             object.__setattr__(self, "batch_size", DEFAULT_REQUEST_BATCH if self.batched else 1)
         elif batch < 1:
-            raise ValueError(f"--request-batch must be >= 1, got {batch}")
+            raise ConfigError(f"--request-batch must be >= 1, got {batch}")
         elif batch > 1 and not self.batched:
-            raise ValueError(f"--request-batch must be 1 here: {self.protocol} sends one image per request")
+            raise ConfigError(f"--request-batch must be 1 here: {self.protocol} sends one image per request")
 
     def _check_outputs(self) -> None:
         if self.output_policy not in OUTPUT_POLICIES:
-            raise ValueError(f"--output-policy must be one of {OUTPUT_POLICIES}, got {self.output_policy!r}")
+            raise ConfigError(f"--output-policy must be one of {OUTPUT_POLICIES}, got {self.output_policy!r}")
         if self.output_policy != "auto" and not self.dense_answers:
-            raise ValueError("--output-policy applies to dense score answers; this teacher answers "
+            raise ConfigError("--output-policy applies to dense score answers; this teacher answers "
                              "with named classes, so leave it at 'auto'")
         names = self.class_names
         if names and (len(names) < 2 or len(set(names)) != len(names) or not all(names)):
-            raise ValueError(f"--classes must name >= 2 distinct, non-empty classes, got {list(names)}")
+            raise ConfigError(f"--classes must name >= 2 distinct, non-empty classes, got {list(names)}")
         if not names and not self.dense_answers:
-            raise ValueError("--classes is required: this teacher answers with class names")
+            raise ConfigError("--classes is required: this teacher answers with class names")
 
     def _check_headers(self) -> None:
         headers = tuple((name, value if isinstance(value, Secret) else Secret(value)) for name, value in self.headers)
@@ -237,16 +237,16 @@ class HttpConfig:
         for name, variable in self.header_env:
             value = os.environ.get(variable)
             if not value:
-                raise ValueError(f"--header-env {name}={variable}: environment variable {variable} is not set or empty")
+                raise ConfigError(f"--header-env {name}={variable}: environment variable {variable} is not set or empty")
             resolved.append((name, Secret(value)))
         object.__setattr__(self, "env_headers", tuple(resolved))
         seen: set[str] = set()
         for name, value in headers + self.env_headers:
             _check_header_name(name, "--header")
             if any(char in value.reveal() for char in "\r\n\0"):
-                raise ValueError(f"header {name}: the value must be on one line")
+                raise ConfigError(f"header {name}: the value must be on one line")
             if name.lower() in seen:
-                raise ValueError(f"header {name} is given twice (--header / --header-env)")
+                raise ConfigError(f"header {name} is given twice (--header / --header-env)")
             seen.add(name.lower())
         host = urlsplit(self.url).hostname
         if seen and urlsplit(self.url).scheme == "http" and host not in _LOOPBACK:
@@ -284,7 +284,7 @@ class QueryBudget:
 
     def __init__(self, limit: int, used: int = 0) -> None:
         if limit < 0 or used < 0:
-            raise ValueError(f"--budget must be >= 0 images, got {limit} (used {used})")
+            raise ConfigError(f"--budget must be >= 0 images, got {limit} (used {used})")
         self.limit = limit
         self._used = used
         self._lock = threading.Lock()
@@ -543,7 +543,7 @@ class HttpTeacher:
             labels = answer.labels if answer.labels is not None else np.zeros(0, np.int64)
             if len(labels) != images:
                 raise MalformedAnswer(f"the answer has {len(labels)} labels for {images} images")
-            return TeacherOutput(labels=torch.from_numpy(labels), probs=None, kind="label")
+            return TeacherOutput(labels=labels.astype(np.int64), probs=None, kind="label")
         scores = answer.scores
         if scores is None or scores.ndim != 2 or len(scores) != images:
             got = "no scores" if scores is None else f"scores of shape {scores.shape}"
@@ -630,7 +630,7 @@ def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest
 
 def _check_header_name(name: str, flag: str) -> None:
     if not _HEADER_NAME.fullmatch(name):
-        raise ValueError(f"{flag}: a header name is letters, digits and !#$%&'*+-.^_`|~ only; "
+        raise ConfigError(f"{flag}: a header name is letters, digits and !#$%&'*+-.^_`|~ only; "
                          "the one given is empty or has a space or other character")
 
 

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from teachers.base import (
+from extractor.errors import ConfigError
+from extractor.teachers.base import (
     OUTPUT_POLICIES,
     OutputKind,
     OutputPolicy,
@@ -57,7 +58,7 @@ class OnnxTeacher:
     def __init__(self, path: str | os.PathLike, output_policy: OutputPolicy = "auto",
                  output_name: str | None = None, threads: int | None = None) -> None:
         if output_policy not in OUTPUT_POLICIES:
-            raise ValueError(f"--output-policy must be one of {OUTPUT_POLICIES}, got {output_policy!r}")
+            raise ConfigError(f"--output-policy must be one of {OUTPUT_POLICIES}, got {output_policy!r}")
         self.path = Path(path)
         try:
             model_bytes = self.path.read_bytes()
@@ -76,7 +77,7 @@ class OnnxTeacher:
         self.output_name = output_name or self.session.get_outputs()[0].name
         outputs = {out.name: out for out in self.session.get_outputs()}
         if self.output_name not in outputs:
-            raise ValueError(f"--output {self.output_name!r} is not a model output; valid: {sorted(outputs)}")
+            raise ConfigError(f"--output {self.output_name!r} is not a model output; valid: {sorted(outputs)}")
         classes = outputs[self.output_name].shape[-1]
         self.output_policy = output_policy
         self._kind: OutputKind | None = {"logits": "logits", "probs": "probs"}.get(output_policy)

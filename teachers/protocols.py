@@ -26,13 +26,19 @@ import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, ClassVar, Literal, Protocol, Sequence
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
 
-from teachers.base import InputFormat, MalformedAnswer, OutputKind, TeacherError
+from extractor.errors import ConfigError, UnknownNameError
+from extractor.teachers.base import (
+    InputFormat,
+    MalformedAnswer,
+    OutputKind,
+    TeacherError,
+)
 
 PROTOCOLS: tuple[str, ...] = ("kserve-v2", "kserve-v1", "torchserve", "json")
 JSON_INPUTS: tuple[str, ...] = ("tensor", "base64", "multipart")
@@ -138,26 +144,26 @@ class JsonSpec:
         choices = {"input": JSON_INPUTS, "output": JSON_OUTPUTS, "image_format": IMAGE_FORMATS}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
-                raise ValueError(f"--json-spec: {key!r} must be one of {valid}, got {getattr(self, key)!r}")
+                raise ConfigError(f"--json-spec: {key!r} must be one of {valid}, got {getattr(self, key)!r}")
         if not isinstance(self.batch, bool):
-            raise ValueError(f"--json-spec: 'batch' must be true or false, got {self.batch!r}")
+            raise ConfigError(f"--json-spec: 'batch' must be true or false, got {self.batch!r}")
         if self.path and not self.path.startswith("/"):
-            raise ValueError(f"--json-spec: 'path' must start with '/', got {self.path!r}")
+            raise ConfigError(f"--json-spec: 'path' must start with '/', got {self.path!r}")
         if not _KEY_PATH.fullmatch(self.input_key):
-            raise ValueError(f"--json-spec: 'input_key' must be dotted key names like 'data.images', "
+            raise ConfigError(f"--json-spec: 'input_key' must be dotted key names like 'data.images', "
                              f"got {self.input_key!r}")
         for key in ("scores", "labels", "model_version"):
             parse_path(getattr(self, key), f"--json-spec {key!r}")
         needed = {"scores": ("scores",), "topk": ("scores",), "label": ("labels",)}[self.output]
         for key in needed:
             if not getattr(self, key):
-                raise ValueError(f"--json-spec: output {self.output!r} needs the path {key!r}")
+                raise ConfigError(f"--json-spec: output {self.output!r} needs the path {key!r}")
         if self.fields and self.input == "multipart":
-            raise ValueError("--json-spec: 'fields' apply to JSON bodies, not to multipart input")
+            raise ConfigError("--json-spec: 'fields' apply to JSON bodies, not to multipart input")
         try:
             json.dumps(dict(self.fields), allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"--json-spec: 'fields' must be plain JSON: {exc}") from None
+            raise ConfigError(f"--json-spec: 'fields' must be plain JSON: {exc}") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JsonSpec:
@@ -165,11 +171,11 @@ class JsonSpec:
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(valid))
         if unknown:
-            raise ValueError(f"--json-spec: unknown keys {unknown}; valid keys: {valid}")
+            raise ConfigError(f"--json-spec: unknown keys {unknown}; valid keys: {valid}")
         data = dict(data)
         if "fields" in data:
             if not isinstance(data["fields"], dict):
-                raise ValueError("--json-spec: 'fields' must be an object of constant body fields")
+                raise ConfigError("--json-spec: 'fields' must be an object of constant body fields")
             data["fields"] = tuple(sorted(data["fields"].items()))
         return cls(**data)
 
@@ -180,13 +186,13 @@ class JsonSpec:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ValueError(f"--json-spec: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"--json-spec: cannot read {path}: {exc.strerror}") from None
         try:
             data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"--json-spec: {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+            raise ConfigError(f"--json-spec: {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"--json-spec: {path} must hold an object of spec keys")
+            raise ConfigError(f"--json-spec: {path} must hold an object of spec keys")
         return cls.from_dict(data)
 
     def as_data(self) -> dict[str, Any]:
@@ -405,7 +411,7 @@ def parse_path(path: str, what: str = "path") -> tuple[Step, ...]:
     if not path:
         return ()
     if not _PATH.fullmatch(path):
-        raise ValueError(f"{what}: {path!r} is not a path like 'result.scores' or 'predictions[*].label'")
+        raise ConfigError(f"{what}: {path!r} is not a path like 'result.scores' or 'predictions[*].label'")
     steps: list[Step] = []
     for token in _STEP.findall(path):
         if token == "[*]":
@@ -599,4 +605,4 @@ def make_codec(protocol: str, *, model: str, version: str | None, class_names: t
         return TorchServeCodec(model, version, class_names)
     if protocol == "json" and spec is not None:
         return JsonCodec(spec, class_names)
-    raise KeyError(f"no codec for protocol {protocol!r} (json needs a spec); valid: {PROTOCOLS}")
+    raise UnknownNameError(f"no codec for protocol {protocol!r} (json needs a spec); valid: {PROTOCOLS}")

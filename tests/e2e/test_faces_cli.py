@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.assets import EMOTION_TEACHER, GENDER_FLAGS, GENDER_TEACHER, LFW_IMAGES, LFW_LABELS, requires_assets
+from tests.assets import (
+    EMOTION_TEACHER,
+    GENDER_FLAGS,
+    GENDER_TEACHER,
+    LFW_IMAGES,
+    LFW_LABELS,
+    requires_assets,
+)
 from tests.e2e.cli import extractor, extractor_json
 from tests.images import paste_into_scene, textured_background
 

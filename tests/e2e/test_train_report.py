@@ -3,8 +3,15 @@ import json
 import pandas as pd
 import pytest
 
-from tests.assets import EMOTION_FLAGS, EMOTION_TEACHER, GENDER_FLAGS, GENDER_TEACHER, LFW_LABELS, lfw_subset, \
-    requires_assets
+from tests.assets import (
+    EMOTION_FLAGS,
+    EMOTION_TEACHER,
+    GENDER_FLAGS,
+    GENDER_TEACHER,
+    LFW_LABELS,
+    lfw_subset,
+    requires_assets,
+)
 from tests.e2e.cli import extractor, extractor_json
 
 pytestmark = requires_assets

@@ -3,7 +3,12 @@ import pytest
 from PIL import Image
 from skimage.measure import label, regionprops
 
-from datasets.align import ARCFACE_TEMPLATE, align, similarity_transform, template_points
+from extractor.datasets.align import (
+    ARCFACE_TEMPLATE,
+    align,
+    similarity_transform,
+    template_points,
+)
 
 
 def rotation(degrees: float, scale: float, shift: tuple[float, float]) -> np.ndarray:

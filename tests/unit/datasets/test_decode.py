@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.decode import ImageDecodeError, decode_image
+from extractor.datasets.decode import ImageDecodeError, decode_image
 from tests.images import png_claiming_size, random_image
 
 

@@ -4,10 +4,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.align import template_points
-from datasets.decode import decode_image
-from datasets.faces import Detection, FaceDetector, FaceSpec, NoFaceError, face_region
-from datasets.transforms import PreprocessSpec, crop_and_resize, normalize, to_pixels
+from extractor.datasets.align import template_points
+from extractor.datasets.decode import decode_image
+from extractor.datasets.faces import (
+    Detection,
+    FaceDetector,
+    FaceSpec,
+    NoFaceError,
+    face_region,
+)
+from extractor.datasets.transforms import (
+    PreprocessSpec,
+    crop_and_resize,
+    normalize,
+    to_pixels,
+)
 from tests.assets import EMOTION_TEACHER, LFW_IMAGES, requires_assets
 from tests.images import paste_into_scene, textured_background
 

@@ -1,6 +1,6 @@
 import os
 
-from datasets.folder import file_sha256, hash_files, list_files
+from extractor.datasets.folder import file_sha256, hash_files, list_files
 from tests.images import write_jpegs
 
 

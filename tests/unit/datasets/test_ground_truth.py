@@ -1,6 +1,6 @@
 import pytest
 
-from datasets.ground_truth import from_csv, from_folders
+from extractor.datasets.ground_truth import from_csv, from_folders
 from tests.assets import LFW_IMAGES, LFW_LABELS, requires_assets
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from datasets.splits import heldout_mask
+from extractor.datasets.splits import heldout_mask
 
 
 def test_split_is_deterministic_near_fraction_and_stable_when_pool_grows():

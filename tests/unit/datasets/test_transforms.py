@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.transforms import PreprocessSpec, crop_and_resize, normalize, to_pixels
+from extractor.datasets.transforms import (
+    PreprocessSpec,
+    crop_and_resize,
+    normalize,
+    to_pixels,
+)
 
 
 def test_emotion_teacher_spec_gives_48px_gray_in_minus_one_to_one():

@@ -1,9 +1,9 @@
 import pytest
 
-from datasets.folder import file_sha256
-from datasets.transforms import PreprocessSpec
+from extractor.datasets.folder import file_sha256
+from extractor.datasets.transforms import PreprocessSpec
 from extractor.fingerprint import cache_key, stable_hash
-from teachers.onnx import OnnxTeacher
+from extractor.teachers.onnx import OnnxTeacher
 from tests.images import write_jpegs
 from tests.models import linear_classifier
 

@@ -3,12 +3,12 @@ import sqlite3
 import numpy as np
 import pytest
 
-from datasets.transforms import PreprocessSpec
 from extractor.config import LabelConfig
+from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import CacheError
 from extractor.jobs import label_dataset
 from extractor.store import LabelStore
-from teachers.onnx import OnnxTeacher
+from extractor.teachers.onnx import OnnxTeacher
 from tests.images import broken_files, write_jpegs
 from tests.models import linear_classifier
 

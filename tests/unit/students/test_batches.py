@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.transforms import PreprocessSpec
-from datasets.transforms import normalize as preprocess_normalize
-from students.batches import (
+from extractor.datasets.transforms import PreprocessSpec
+from extractor.datasets.transforms import normalize as preprocess_normalize
+from extractor.students.batches import (
     DistilTensors,
     InputConfig,
     augment,
@@ -15,7 +15,7 @@ from students.batches import (
     num_batches,
     train_batches,
 )
-from students.losses import teacher_log_probs
+from extractor.students.losses import teacher_log_probs
 
 
 def _images(n=16, channels=3, side=16, seed=0):

@@ -4,8 +4,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from students.export import export_onnx
-from students.squeezenet import squeezenet1_1
+from extractor.students.export import export_onnx
+from extractor.students.squeezenet import squeezenet1_1
 
 
 def test_export_matches_pytorch_for_any_batch_size(tmp_path):

@@ -5,7 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from students.losses import DistillConfig, distillation_loss, teacher_log_probs
+from extractor.students.losses import (
+    DistillConfig,
+    distillation_loss,
+    teacher_log_probs,
+)
 
 ALL_SOFT = torch.tensor([True, True])
 

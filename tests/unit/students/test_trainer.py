@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from students.batches import DistilTensors, InputConfig
-from students.hooks import (
+from extractor.students.batches import DistilTensors, InputConfig
+from extractor.students.hooks import (
     CheckpointHook,
     EvalHook,
     LRScheduleHook,
@@ -18,9 +18,10 @@ from students.hooks import (
     evaluate,
     resume,
 )
-from students.losses import DistillConfig, distillation_loss
-from students.squeezenet import squeezenet1_1
-from students.trainer import HookBase, OptimConfig, Trainer, build_optimizer
+from extractor.students.losses import DistillConfig, distillation_loss
+from extractor.students.squeezenet import squeezenet1_1
+from extractor.students.tasks import DistillTask
+from extractor.students.trainer import HookBase, OptimConfig, Trainer, build_optimizer
 
 INPUTS = InputConfig(mean=(128.0,), std=(64.0,))
 LOSS = functools.partial(distillation_loss, cfg=DistillConfig(temperature=2.0))
@@ -50,7 +51,8 @@ def _data(n=24, classes=3, side=32, seed=0) -> DistilTensors:
 def _trainer(model, data, hooks, epochs=2, batch_size=8, cfg=None):
     cfg = cfg or OptimConfig(epochs=epochs, batch_size=batch_size)
     optimizer, scheduler = build_optimizer(model, cfg, -(-len(data) // batch_size))
-    trainer = Trainer(model, optimizer, data, LOSS, [LRScheduleHook(scheduler), *hooks], epochs=epochs,
+    trainer = Trainer(DistillTask(model, DistillConfig(temperature=2.0)), optimizer, data,
+                      [LRScheduleHook(scheduler), *hooks], epochs=epochs,
                       batch_size=batch_size, seed=cfg.seed, inputs=INPUTS)
     return trainer
 
@@ -176,7 +178,7 @@ def test_best_checkpoint_follows_heldout_fidelity(tmp_path):
 
 
 def test_progress_logs_every_n_steps_and_quiet_hides_the_bar(caplog, capsys):
-    with caplog.at_level(logging.INFO, logger="students.hooks"):
+    with caplog.at_level(logging.INFO, logger="extractor.students.hooks"):
         _trainer(TinyNet(), _data(n=20), [ProgressHook(quiet=True, log_every=2)]).train()
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["step 2/6 epoch 1", "step 4/6 epoch 2",
                                                                        "step 6/6 epoch 2"]
@@ -249,8 +251,8 @@ def test_squeezenet_learns_digits_from_scratch(one_thread):
     torch.manual_seed(cfg.seed)
     model = squeezenet1_1(num_classes=10, in_channels=1)
     optimizer, scheduler = build_optimizer(model, cfg, steps_per_epoch=-(-len(train) // cfg.batch_size))
-    loss_fn = functools.partial(distillation_loss, cfg=DistillConfig(targets="hard"))
-    trainer = Trainer(model, optimizer, train, loss_fn, [LRScheduleHook(scheduler), EvalHook(heldout, inputs, 512)],
+    task = DistillTask(model, DistillConfig(targets="hard"))
+    trainer = Trainer(task, optimizer, train, [LRScheduleHook(scheduler), EvalHook(heldout, inputs, 512)],
                       epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, inputs=inputs)
     state = trainer.train()
     assert state.heldout["accuracy"] >= 0.9

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from teachers.base import MalformedAnswer, TeacherError
-from teachers.protocols import (
+from extractor.teachers.base import MalformedAnswer, TeacherError
+from extractor.teachers.protocols import (
     JsonCodec,
     JsonSpec,
     KServeV1Codec,
