@@ -13,3 +13,8 @@ EMOTION_FLAGS = ["--channels", "gray", "--size", "48", "--mean", "127.5", "--std
 GENDER_FLAGS = ["--channels", "rgb", "--size", "32", "--mean", "122.782,117.001,104.298", "--std", "256"]
 CENTRE_CROP = ["--center-crop", "0.4"]
 """The crop that puts an LFW face (250 px, centred) where both teachers expect it."""
+CIFAR = ASSETS / "cifar10_jpg"
+"""All 60,000 CIFAR-10 JPEGs (train.zip, test.zip) and their labels (train_labels.csv, test_labels.csv)."""
+CIFAR_TEACHER = ASSETS / "teacher_cifar10_winml" / "ImageClassifier.onnx"
+CIFAR_FLAGS = ["--mean", "127.5", "--std", "127.5"]
+CIFAR_CLASSES = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"

@@ -26,29 +26,40 @@ def decode_image(data: bytes, *, min_side: int | None = None,
     """
     if not data:
         raise ImageDecodeError("empty file")
+    with warnings.catch_warnings():
+        # Broken files make Pillow warn (e.g. "Tag data larger than file"): the reason we raise says it
+        # once, where the warning would print from every worker. A bomb's warning becomes our refusal.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _decode(data, min_side, max_pixels)
+
+
+def _decode(data: bytes, min_side: int | None, max_pixels: int) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (unrecognised content)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"decompression bomb refused: {exc}") from None
+    except Exception as exc:  # a plug-in recognised the header, then hit broken bytes (OSError, struct.error, ...)
+        raise ImageDecodeError(f"corrupt or truncated image: {one_line(exc)}") from None
     width, height = img.size
     if width * height > max_pixels:
         raise ImageDecodeError(f"decompression bomb refused: {width}x{height} exceeds {max_pixels} pixels")
     if width == 0 or height == 0:
         raise ImageDecodeError("image has zero size")
-    if min_side and img.format == "JPEG":
-        scale = max(1, min(width, height) // min_side)
-        if scale > 1:
-            img.draft(img.mode if img.mode in ("L", "RGB") else "RGB", (width // scale, height // scale))
     try:
+        if min_side and img.format == "JPEG":
+            scale = max(1, min(width, height) // min_side)
+            if scale > 1:
+                img.draft(img.mode if img.mode in ("L", "RGB") else "RGB", (width // scale, height // scale))
         img.load()
         img = ImageOps.exif_transpose(img)
         return _to_8bit(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"corrupt or truncated image: {_one_line(exc)}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb refused: {exc}") from None
+    except Exception as exc:  # whatever a decoder raises on broken bytes: OSError, SyntaxError, EOFError, ...
+        raise ImageDecodeError(f"corrupt or truncated image: {one_line(exc)}") from None
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -70,6 +81,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type's name where it has none), for a failure's reason."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__

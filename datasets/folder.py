@@ -1,8 +1,9 @@
-"""Finds the files of an image folder, recursively, and hashes their contents."""
+"""Finds the files of an image folder, recursively, hashes their contents and tells images from other files."""
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,16 @@ from typing import Mapping
 from extractor.errors import InputNotFound
 
 _FILES_PER_TASK = 128  # hashing tasks per thread-pool call: few enough to keep overhead low
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                            ".pgm", ".ppm", ".pbm", ".pnm"})
+"""Names that claim an image: such a file that does not decode is a failure, never skipped."""
+# The first bytes of the same formats (their specifications' magic numbers), for files named otherwise.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
+               b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # JPEG, PNG, GIF, BMP, TIFF, BigTIFF
+# PBM/PGM/PPM: "P1".."P6", whitespace, optional comments, then the width's digits; PAM: "P7" and a newline.
+_PNM = re.compile(rb"P[1-6]\s+(?:#[^\n]*\n\s*)*\d|P7\n")
+_HEAD_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -27,24 +38,34 @@ class FolderFile:
 def list_files(root: str | os.PathLike) -> list[FolderFile]:
     """Every regular, non-hidden file under ``root`` (sorted, not yet hashed).
 
-    Images are told by content later, so files without an extension are included.
+    Images are told from other files later (`looks_like_image`), so every file is included.
+    Symbolic links are followed, each folder once, under the first of its paths in name order (a link
+    back up the tree is no endless walk).
     """
     root_path = Path(root)
     if not root_path.is_dir():
         raise InputNotFound(f"--images {root_path} is not a directory")
     found: list[FolderFile] = []
     pending = [(str(root_path), "")]
+    seen: set[tuple[int, int]] = set()
     while pending:
         folder, prefix = pending.pop()
+        folder_stat = os.stat(folder)
+        if (folder_stat.st_dev, folder_stat.st_ino) in seen:
+            continue
+        seen.add((folder_stat.st_dev, folder_stat.st_ino))
+        subfolders = []
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_dir():
-                    pending.append((entry.path, f"{prefix}{entry.name}/"))
+                    subfolders.append(entry)
                 elif entry.is_file():
                     stat = entry.stat()
                     found.append(FolderFile(prefix + entry.name, Path(entry.path), stat.st_size, stat.st_mtime_ns))
+        for entry in sorted(subfolders, key=lambda e: e.name, reverse=True):  # popped in name order
+            pending.append((entry.path, f"{prefix}{entry.name}/"))
     return sorted(found, key=lambda f: f.relative_path)
 
 
@@ -74,3 +95,22 @@ def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes, the content address of an input (never its path)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def looks_like_image(file: FolderFile) -> bool:
+    """Whether a file is an image to label, or another file to skip (a README, notes, a video).
+
+    Decided cheaply, without decoding: by name first (a suffix in ``IMAGE_SUFFIXES``, any case),
+    else by the magic number in the file's first 64 bytes (JPEG, PNG, GIF, BMP, TIFF, WebP, PNM),
+    so images without an extension, or under another one (``.jfif``), are still found. Whether an
+    image really decodes is the decode worker's business: there it is labeled or failed with a reason.
+    """
+    if file.path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with open(file.path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+    except OSError:
+        return True  # unreadable since it was hashed: the decode worker records why
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") \
+        or _PNM.match(head) is not None

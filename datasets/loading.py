@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from extractor.datasets.decode import ImageDecodeError, decode_image
+from extractor.datasets.decode import ImageDecodeError, decode_image, one_line
 from extractor.datasets.faces import Detection, FaceSpec, NoFaceError, face_region
 from extractor.datasets.transforms import (
     PreprocessSpec,
@@ -19,6 +20,8 @@ from extractor.datasets.transforms import (
     decode_min_side,
     to_pixels,
 )
+
+log = logging.getLogger(__name__)
 
 _WORKER_NICENESS = 10
 _CHUNK = 16  # files per worker task: small enough to keep both cores busy, big enough to amortise IPC
@@ -68,7 +71,11 @@ def load_pixels(path: Path, digest: str, spec: PreprocessSpec, face: FaceSpec | 
 
 
 def load_many(requests: Sequence[LoadRequest]) -> list[Loaded]:
-    """Loads a chunk of files, turning per-file failures into reasons (a worker's unit of work)."""
+    """Loads a chunk of files, turning per-file failures into reasons (a worker's unit of work).
+
+    One file never ends a job: whatever reading, decoding or preprocessing it raises (an
+    ``Exception``, not a ``BaseException`` such as KeyboardInterrupt) becomes its one-line reason.
+    """
     results = []
     for request in requests:
         try:
@@ -76,6 +83,10 @@ def load_many(requests: Sequence[LoadRequest]) -> list[Loaded]:
             results.append(Loaded(request, pixels))
         except (ImageDecodeError, NoFaceError) as exc:
             results.append(Loaded(request, None, str(exc)))
+        except Exception as exc:  # a decoder or transform bug on odd input: this file fails, the job goes on
+            log.debug("cannot load %s", request.path, exc_info=True)
+            reason = f"cannot decode or preprocess: {type(exc).__name__}: {one_line(exc)}"
+            results.append(Loaded(request, None, reason))
     return results
 
 

@@ -12,11 +12,13 @@ from typing import Annotated, Optional
 import typer
 
 from extractor.errors import ExtractionError
+from extractor.students.config import DistillConfig, OptimConfig, SlimmableConfig, StudentConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: plain click help and usage errors; rendering them with rich costs ~0.15 s of imports.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Black-box model extraction: label images with an opaque teacher, train a compact "
                        "student on its answers, report what you got.")
-store_app = typer.Typer(no_args_is_help=True, help="Inspect and export the label store.")
+store_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect and export the label store.")
 app.add_typer(store_app, name="store")
 
 StoreOption = Annotated[Path, typer.Option("--store", help="SQLite label store file.")]
@@ -51,6 +53,10 @@ def label(
     retries: Annotated[int, typer.Option(help="HTTP teachers: retries on errors, 429 and 5xx.")] = 4,
     max_rps: Annotated[Optional[float], typer.Option(help="HTTP teachers: most requests per second.")] = None,
     request_batch: Annotated[Optional[int], typer.Option(help="HTTP teachers: images per request.")] = None,
+    input_name: Annotated[Optional[str], typer.Option(
+        help="kserve-v2: the input tensor's name [default: from the model's metadata, else input-0].")] = None,
+    output_name: Annotated[Optional[str], typer.Option(
+        help="Which named output holds the scores (ONNX, kserve-v2, kserve-v1) [default: the first].")] = None,
     concurrency: Annotated[int, typer.Option(help="Teacher calls in flight at once.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per teacher call.")] = 64,
     workers: Annotated[int, typer.Option(help="Decode processes (0: decode inline).")] = os.cpu_count() or 1,
@@ -70,7 +76,7 @@ def label(
                            headers=tuple(header or ()), header_env=tuple(header_env or ()), timeout_s=timeout,
                            retries=retries, max_rps=max_rps, request_batch=request_batch,
                            classes=read_classes(classes), json_spec=json_spec, output_policy=output_policy,
-                           ca_bundle=ca_bundle)
+                           ca_bundle=ca_bundle, input_name=input_name, output_name=output_name)
     summary = run_label(source, images=images, store=store, size=size, channels=channels, mean=mean, std=std,
                         center_crop=center_crop, faces=face_spec, batch_size=batch_size, workers=workers, concurrency=concurrency,
                         budget=budget, dry_run=dry_run, canary=canary, quiet=quiet or as_json)
@@ -81,32 +87,46 @@ def label(
 def train(
     store: StoreOption = Path("labels.db"),
     out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics and student.onnx.")] = Path("runs/student"),
-    teacher: Annotated[Optional[str], typer.Option(help="Teacher fingerprint prefix (when the store holds several).")] = None,
+    teacher: Annotated[Optional[list[str]], typer.Option(
+        help="Teacher fingerprint prefix, PREFIX:WEIGHT to weigh it; repeat to combine several teachers.")] = None,
+    student: Annotated[str, typer.Option(
+        help="squeezenet1_1 | mobilenet_v3_small | resnet8 | resnet20")] = StudentConfig.architecture,
+    width: Annotated[float, typer.Option(help="Channel multiplier (mobilenet_v3_small, resnets).")] = 1.0,
+    size: Annotated[Optional[int], typer.Option(help="Student input side in px (>= 32) [default: the teacher's].")] = None,
     targets: Annotated[str, typer.Option(help="joint | hard | soft: what the student learns from.")] = "joint",
-    alpha: Annotated[float, typer.Option(help="Weight of the soft (KL) term.")] = 1.0,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 4.0,
-    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
-    size: Annotated[int, typer.Option(help="Student input side in px (>= 32).")] = 64,
+    alpha: Annotated[float, typer.Option(help="Weight of the soft (KL) term.")] = DistillConfig.alpha,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = DistillConfig.temperature,
+    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = OptimConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = OptimConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = OptimConfig.lr,
+    augment: Annotated[str, typer.Option(help="none, or a comma list of flip, shift.")] = "flip,shift",
     seed: Annotated[int, typer.Option(help="Seed for weights, order and augmentation.")] = 0,
     heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,
     split_by: Annotated[Optional[tuple[Path, str]], typer.Option(help="CSV COLUMN: hold out whole groups (people).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (auto: CUDA when present).")] = "auto",
+    slimmable: Annotated[Optional[str], typer.Option(
+        help="Widths, e.g. 1.0,0.75,0.5,0.25: one slimmable student (resnet8 | resnet20 | mobilenet_v1).")] = None,
+    inplace: Annotated[Optional[str], typer.Option(
+        help="With --slimmable, narrower widths learn from: none (the teacher) | teacher (the widest) | "
+             "ta (the next wider width) [default: ta].")] = None,
+    sandwich: Annotated[bool, typer.Option(
+        help="With --slimmable: widest, narrowest and one random width per step; off trains all.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     workers: Annotated[int, typer.Option(help="Decode processes for the one-time tensor cache.")] = os.cpu_count() or 1,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Train a compact student on the teacher's stored hard and soft answers."""
+    """Train a compact student on the teachers' stored hard and soft answers."""
     from extractor.commands import run_train
-    from extractor.students.losses import DistillConfig
-    from extractor.students.trainer import OptimConfig
-    from extractor.training import TrainConfig
+    from extractor.config import TeacherChoice, TrainConfig
 
-    cfg = TrainConfig(store=store, out=out, teacher=teacher, size=size, heldout=heldout, split_by=split_by,
-                      resume=resume, workers=workers, quiet=quiet or as_json,
+    cfg = TrainConfig(store=store, out=out, teachers=tuple(TeacherChoice.parse(t) for t in teacher or ()),
+                      student=StudentConfig(architecture=student, width=width, size=size), heldout=heldout,
+                      split_by=split_by, resume=resume, workers=workers, quiet=quiet or as_json, device=device,
+                      augment=tuple(a.strip() for a in augment.split(",") if a.strip() and augment != "none"),
                       distill=DistillConfig(targets=targets, alpha=alpha, temperature=temperature),  # type: ignore[arg-type]
-                      optim=OptimConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
+                      optim=OptimConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+                      slimmable=SlimmableConfig.from_flags(slimmable, inplace, sandwich))
     _emit(run_train(cfg), as_json)
 
 
@@ -124,6 +144,30 @@ def report(
 
     _emit(run_report(run_dir, ground_truth=ground_truth, label_column=label_column,
                      classes=read_classes(classes)), as_json)
+
+
+@app.command()
+def quantize(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `extractor train` (the fp32 student).")],
+    bits: Annotated[int, typer.Option(help="1 binary | 2 ternary weights (trained), 8 int8 (post-training).")],
+    out: Annotated[Optional[Path], typer.Option(help="The variant's directory [default: RUN_DIR/<variant>].")] = None,
+    epochs: Annotated[int, typer.Option(help="--bits 1|2: training epochs.")] = 4,
+    activations: Annotated[int, typer.Option(help="--bits 1|2: 1 binarises activations too, 32 keeps them.")] = 32,
+    no_distill: Annotated[bool, typer.Option("--no-distill", help="Baseline: random init, teacher labels only.")] = False,
+    lr: Annotated[float, typer.Option(help="--bits 1|2: peak AdamW learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed for weights, order and augmentation.")] = 0,
+    calibration_images: Annotated[int, typer.Option(help="--bits 8: training images that calibrate ranges.")] = 256,
+    workers: Annotated[int, typer.Option(help="Decode processes, should the tensor cache be gone.")] = 1,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Derive a binary, ternary or int8 variant of a trained student from the stored answers (no new queries)."""
+    from extractor.quantize import QuantizeConfig, run_quantize
+
+    cfg = QuantizeConfig(run=run_dir, bits=bits, out=out, epochs=epochs, activations=activations,
+                         distill=not no_distill, lr=lr, seed=seed, calibration_images=calibration_images,
+                         workers=workers, quiet=quiet or as_json)
+    _emit(run_quantize(cfg), as_json)
 
 
 @app.command()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,20 +9,11 @@ from extractor.config import LabelConfig
 from extractor.datasets.faces import FaceDetector, FaceSpec
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
-from extractor.jobs import (
-    LabelSummary,
-    job_identity,
-    label_dataset,
-    preprocess_fingerprint,
-    spec_data_of,
-)
+from extractor.jobs import LabelSummary, label_dataset
 from extractor.result import Result
-from extractor.store import LabelStore, RequestRecord
+from extractor.store import LabelStore
 from extractor.teacher_source import TeacherSource, open_teacher
 from extractor.teachers.base import Teacher
-from extractor.teachers.http import HttpTeacher, QueryBudget
-from extractor.teachers.http import RequestRecord as HttpRecord
-from extractor.teachers.onnx import OnnxTeacher
 
 if TYPE_CHECKING:
     from extractor.training import TrainConfig
@@ -50,7 +40,7 @@ def resolve_preprocess(teacher: Teacher, size: int | None, channels: str | None,
 
     Image-input teachers (they encode images themselves) keep the crop's own size unless --size is given.
     """
-    shape = teacher_input_shape(teacher)  # (C, H, W) with None for unknown dims
+    shape = teacher.input_shape or (None, None, None)  # (C, H, W) with None for unknown dims
     default_channels = "gray" if shape[0] == 1 else "rgb"
     default_size = None if teacher.input_format == "image" else shape[1] or 224
     return PreprocessSpec(
@@ -62,56 +52,25 @@ def resolve_preprocess(teacher: Teacher, size: int | None, channels: str | None,
     )
 
 
-def teacher_input_shape(teacher: Teacher) -> tuple[int | None, int | None, int | None]:
-    if isinstance(teacher, OnnxTeacher):
-        return teacher.layout.channels, teacher.layout.height, teacher.layout.width
-    shape = teacher.input_shape if isinstance(teacher, HttpTeacher) else None
-    if shape and len(shape) == 4:
-        return shape[1], shape[2], shape[3]
-    return None, None, None
-
-
 def run_label(source: TeacherSource, *, images: Path, store: Path, size: int | None, channels: str | None,
               mean: str | None, std: str | None, center_crop: float, faces: FaceSpec, batch_size: int,
               workers: int, concurrency: int, budget: int | None, dry_run: bool, canary: int,
               quiet: bool) -> Result:
-    ledger = _Ledger()
-    model = open_teacher(source, on_request=ledger.add)
+    model = open_teacher(source)
     spec = resolve_preprocess(model, size, channels, mean, std, center_crop)
     cfg = LabelConfig(images=images, store=store, preprocess=spec, faces=faces, batch_size=batch_size,
                       workers=workers, concurrency=concurrency, budget=budget, dry_run=dry_run, canary=canary,
                       quiet=quiet)
     detector = FaceDetector() if faces.mode != "none" else None
     with LabelStore(store) as label_store:
-        if isinstance(model, HttpTeacher) and budget is not None:
-            identity = job_identity(model.fingerprint, preprocess_fingerprint(spec_data_of(cfg, detector)), images)
-            model.budget = QueryBudget(budget, used=min(budget, label_store.images_sent(identity)))
-        drain = ledger.drain if isinstance(model, HttpTeacher) else None
-        summary = label_dataset(cfg, model, label_store, detector=detector, drain_requests=drain)
+        summary = label_dataset(cfg, model, label_store, detector=detector)
     return Result(summary.as_dict(), format_label_summary(summary, store))
-
-
-class _Ledger:
-    """Collects an HTTP teacher's request records from its worker threads for the store."""
-
-    def __init__(self) -> None:
-        self._records: list[RequestRecord] = []
-        self._lock = threading.Lock()
-
-    def add(self, record: HttpRecord) -> None:
-        with self._lock:
-            self._records.append(RequestRecord(record.time, record.images, record.charged, str(record.status),
-                                               record.latency_s, record.retries, record.error))
-
-    def drain(self) -> list[RequestRecord]:
-        with self._lock:
-            records, self._records = self._records, []
-        return records
 
 
 def format_label_summary(summary: LabelSummary, store: Path) -> str:
     if summary.dry_run:
-        return (f"dry run: {summary.images} files, {summary.cached} already cached, "
+        return (f"dry run: {summary.images} images ({summary.skipped} other files skipped), "
+                f"{summary.cached} already cached, "
                 f"{summary.queries} images would be sent to the teacher"
                 + (f" ({summary.skipped_budget} more held back by --budget)" if summary.skipped_budget else ""))
     lines = [
@@ -119,7 +78,9 @@ def format_label_summary(summary: LabelSummary, store: Path) -> str:
         f"labeled now     {summary.labeled}",
         f"already cached  {summary.cached}",
         *([f"faces detected  {summary.faces_detected}"] if summary.faces_detected else []),
-        f"failed          {summary.failed}" + (f" ({summary.not_images} not images)" if summary.not_images else ""),
+        f"skipped         {summary.skipped} (not images)",
+        f"failed          {summary.failed}"
+        + (f" ({summary.not_images} named like images but not images)" if summary.not_images else ""),
         f"teacher queries {summary.queries}",
         f"time            {summary.seconds:.1f} s ({summary.images_per_s:.0f} img/s)",
     ]
@@ -172,13 +133,16 @@ def run_store_stats(store: Path) -> Result:
 
 
 def run_train(cfg: TrainConfig) -> Result:
+    from extractor.slimmable_training import train_slimmable
     from extractor.training import train_student
 
-    result = train_student(cfg)
+    result = (train_slimmable if cfg.slimmable else train_student)(cfg)
     text = (f"student trained: {result.fidelity:.1%} held-out fidelity on {result.heldout_images} images "
             f"({result.train_images} trained on, {result.epochs} epochs, {result.seconds / 60:.1f} min)\n"
             f"ONNX export {result.out / 'student.onnx'} matches torch within {result.onnx_max_abs_diff:.1e}\n"
-            f"next: extractor report {result.out}")
+            + (f"slimmable widths {', '.join(map(str, cfg.slimmable.widths))}: student_w{{width}}.onnx each\n"
+               if cfg.slimmable else "")
+            + f"next: extractor report {result.out}")
     return Result(result.as_dict(), text)
 
 

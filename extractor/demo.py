@@ -10,9 +10,9 @@ from extractor.demo_assets import DEMO_SIZE, build_demo_assets
 from extractor.jobs import label_dataset
 from extractor.result import Result
 from extractor.store import LabelStore
-from extractor.students.trainer import OptimConfig
+from extractor.students.config import OptimConfig, StudentConfig
 from extractor.teachers.onnx import OnnxTeacher
-from extractor.training import TrainConfig
+from extractor.config import TrainConfig
 
 
 def run_demo(out: Path, *, epochs: int, quiet: bool) -> Result:
@@ -25,13 +25,15 @@ def run_demo(out: Path, *, epochs: int, quiet: bool) -> Result:
     with LabelStore(store) as label_store:
         labeled = label_dataset(label_cfg, teacher, label_store)
     run_dir = out / "run"
-    trained = run_train(TrainConfig(store=store, out=run_dir, size=DEMO_SIZE, quiet=quiet,
-                                    resume=(run_dir / "last.pt").exists(), optim=OptimConfig(epochs=epochs)))
+    # Mirrored digits are other digits: the demo trains through shifts only.
+    trained = run_train(TrainConfig(store=store, out=run_dir, student=StudentConfig(size=DEMO_SIZE), quiet=quiet,
+                                    augment=("shift",), resume=(run_dir / "last.pt").exists(),
+                                    optim=OptimConfig(epochs=epochs)))
     report = run_report(run_dir, ground_truth="folders", label_column="label", classes=())
     text = "\n\n".join([
         f"1. label: {assets.teacher.name} (a digits CNN, now a black box) over {assets.images}\n"
         + format_label_summary(labeled, store),
-        f"2. train: SqueezeNet 1.1 on hard + soft answers\n{trained.text}",
+        f"2. train: {trained.data['student']} on hard + soft answers\n{trained.text}",
         f"3. report\n{report.text}",
     ])
     return Result({"label": labeled.as_dict(), "train": trained.data, "report": report.data}, text)

@@ -18,6 +18,12 @@ def stable_hash(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def detector_fingerprint(detector_data: dict) -> str:
+    """Keys stored face detections: the detector's settings as plain data (``FaceDetector.as_data()``,
+    also kept in the preprocessing spec under "detector")."""
+    return stable_hash(detector_data)
+
+
 def cache_key(input_digest: str, teacher_fingerprint: str, preprocess_fingerprint: str) -> str:
     """The store key of one teacher answer."""
     for name, value in (("input digest", input_digest), ("teacher fingerprint", teacher_fingerprint),

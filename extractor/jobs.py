@@ -7,20 +7,21 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from extractor.config import LabelConfig
 from extractor.datasets.faces import FaceDetector
-from extractor.datasets.folder import FolderFile, hash_files, list_files
+from extractor.datasets.folder import FolderFile, hash_files, list_files, looks_like_image
 from extractor.datasets.loading import Loaded, LoadRequest, load_many, load_parallel
 from extractor.datasets.transforms import normalize
 from extractor.errors import ConfigError
 from extractor.face_stage import FaceStage
 from extractor.fingerprint import stable_hash
-from extractor.store import Failure, LabelRow, LabelStore, RequestRecord
+from extractor.ledger import Ledger, RequestRecord
+from extractor.store import Failure, LabelRow, LabelStore
 from extractor.teachers.base import (
     MalformedAnswer,
     QueryBudgetExceeded,
@@ -35,6 +36,7 @@ class LabelSummary:
     """What a labeling job did; `--json` prints it."""
 
     images: int
+    """Image files found (duplicates included); other files are ``skipped``."""
     labeled: int
     cached: int
     failed: int
@@ -42,6 +44,9 @@ class LabelSummary:
     seconds: float
     duplicates: int = 0
     not_images: int = 0
+    """Failures among ``failed`` whose file is named like an image but is not one."""
+    skipped: int = 0
+    """Files that are not images (README.md, notes.txt, ...): never decoded nor sent, not failures."""
     skipped_budget: int = 0
     job_id: int | None = None
     dry_run: bool = False
@@ -78,17 +83,18 @@ def spec_data_of(cfg: LabelConfig, detector: FaceDetector | None) -> dict:
 
 
 def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
-                  detector: FaceDetector | None = None,
-                  drain_requests: Callable[[], list[RequestRecord]] | None = None) -> LabelSummary:
+                  detector: FaceDetector | None = None) -> LabelSummary:
     """Labels every image under ``cfg.images`` that the store has no answer for.
+
+    The job owns the query ledger: ``cfg.budget`` less what earlier runs of the same job sent (from the
+    store) is what this run may send, charged before each request and recorded with each batch.
 
     Args:
         cfg: the job's configuration.
         teacher: the opaque model.
-        store: where answers land, one transaction per answered batch.
+        store: where answers, failures, request records and face detections land, one transaction
+            per answered batch.
         detector: finds faces when ``cfg.faces`` asks for them; detections are stored and reused.
-        drain_requests: returns the ledger records a teacher logged itself since the last call
-            (HTTP teachers); without it the job records one ledger row per teacher call.
     """
     started = time.perf_counter()
     spec_data = spec_data_of(cfg, detector)
@@ -98,16 +104,17 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     files = hash_files(list_files(root), known, workers=cfg.workers or 1)
     store.record_files(str(root), ((f.relative_path, f.size, f.mtime_ns, f.digest) for f in files
                                    if known.get(f.relative_path) != (f.size, f.mtime_ns, f.digest)))
-    unique = list({f.digest: f for f in reversed(files)}.values())[::-1]
-    cached = store.cached_digests(teacher.fingerprint, preprocess, (f.digest for f in unique))
+    cached = store.cached_digests(teacher.fingerprint, preprocess, {f.digest for f in files})
+    images = [f for f in files if f.digest in cached or looks_like_image(f)]  # only misses are sniffed
+    unique = list({f.digest: f for f in reversed(images)}.values())[::-1]
     misses = [f for f in unique if f.digest not in cached]
     identity = job_identity(teacher.fingerprint, preprocess, root)
-    skipped = 0
-    if cfg.budget is not None:
-        allowed = max(0, cfg.budget - store.images_sent(identity))
+    ledger = Ledger(cfg.budget, used=store.images_sent(identity))
+    skipped, allowed = 0, ledger.remaining
+    if allowed is not None:
         skipped, misses = max(0, len(misses) - allowed), misses[:allowed]
-    summary = dict(images=len(files), cached=len(cached), duplicates=len(files) - len(unique),
-                   skipped_budget=skipped)
+    summary = dict(images=len(images), skipped=len(files) - len(images), cached=len(cached),
+                   duplicates=len(images) - len(unique), skipped_budget=skipped)
     if cfg.dry_run:
         return LabelSummary(labeled=0, failed=0, queries=len(misses), dry_run=True,
                             seconds=time.perf_counter() - started, **summary)
@@ -115,9 +122,9 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     store.register(teacher.fingerprint, description, teacher.num_classes, description.get("classes") or None,
                    preprocess, spec_data)
     job_id = store.begin_job("label", identity, teacher.fingerprint, preprocess, str(root), cfg.as_data())
-    faces = FaceStage(store.path, detector, cfg.faces, cfg.preprocess, workers=cfg.workers) \
+    faces = FaceStage(detector, cfg.faces, cfg.preprocess, workers=cfg.workers) \
         if detector and cfg.faces.mode != "none" else None
-    run = _LabelRun(cfg, teacher, store, job_id, preprocess, drain_requests, faces)
+    run = _LabelRun(cfg, teacher, store, job_id, preprocess, ledger, faces)
     status = "failed"
     try:
         if cfg.canary:
@@ -141,9 +148,11 @@ class _LabelRun:
     """The pipelined part of one job: workers decode while the teacher answers."""
 
     def __init__(self, cfg: LabelConfig, teacher: Teacher, store: LabelStore, job_id: int, preprocess: str,
-                 drain_requests: Callable[[], list[RequestRecord]] | None, faces: FaceStage | None) -> None:
+                 ledger: Ledger, faces: FaceStage | None) -> None:
         self.cfg, self.teacher, self.store, self.faces = cfg, teacher, store, faces
-        self.job_id, self.preprocess, self.drain_requests = job_id, preprocess, drain_requests
+        self.job_id, self.preprocess, self.ledger = job_id, preprocess, ledger
+        use_ledger = getattr(teacher, "use_ledger", None)  # a bare predict-only teacher is metered here
+        self.teacher_meters = bool(use_ledger(ledger)) if callable(use_ledger) else False
         self.labeled = self.failed = self.queries = self.not_images = 0
         self.canary_checked = self.canary_changed = 0
         self.pending_failures: list[Failure] = []
@@ -154,18 +163,18 @@ class _LabelRun:
             return
         requests = self._requests(misses)
         bar = tqdm(total=len(misses), unit="img", desc="labeling", disable=self.cfg.quiet, leave=False)
-        in_flight: deque[tuple[list[Loaded], Future[TeacherOutput], float]] = deque()
+        in_flight: deque[tuple[list[Loaded], Future[TeacherOutput]]] = deque()
         with load_parallel(requests, self.cfg.workers) as loaded, \
                 ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="teacher") as calls:
             try:
                 for unit in self._units(loaded, bar):
-                    in_flight.append((unit, calls.submit(self.teacher.predict, self._inputs(unit)), time.time()))
+                    in_flight.append((unit, calls.submit(self._predict, self._inputs(unit))))
                     # One call more than the threads can run: its input is ready the moment a thread is free.
                     while len(in_flight) > self.cfg.concurrency:
                         self._settle(*in_flight.popleft(), bar)
                 while in_flight:
                     self._settle(*in_flight.popleft(), bar)
-                self._commit([], [])
+                self._commit([])
             except BaseException:
                 self._keep_paid_answers(in_flight, bar)
                 raise
@@ -175,33 +184,35 @@ class _LabelRun:
     def _keep_paid_answers(self, in_flight: deque, bar: tqdm) -> None:
         """After a failure, cancels the calls not yet started and stores what the started ones bring
         back: an answer that was paid for is never thrown away."""
-        for unit, future, sent_at in in_flight:
+        for unit, future in in_flight:
             if future.cancel():
                 continue
             try:
-                self._settle(unit, future, sent_at, bar)
+                self._settle(unit, future, bar)
             except Exception as exc:  # the job is failing already; this call's own error is secondary
                 log.debug("a teacher call in flight also failed: %s", exc)
-        self._commit([], [])
+        self._commit([])
 
     def canary(self, files: Sequence[FolderFile]) -> None:
         """Re-asks the teacher about cached images and warns if its answers changed."""
         stored = self.store.labels(teacher=self.teacher.fingerprint, preprocess=self.preprocess,
                                    digests=[f.digest for f in files]).set_index("digest")
         loaded = [item for item in load_many(list(self._requests(files))) if item.pixels is not None]
-        for start in range(0, len(loaded), self.unit):
-            unit = loaded[start:start + self.unit]
-            sent_at = time.time()
-            output = self.teacher.predict(self._inputs(unit))
-            self.queries += len(unit)
-            self._commit([], self._ledger(sent_at, len(unit), "ok", None))
-            for row in _rows(unit, output):
-                before = stored.loc[row.digest]
-                changed = row.label != before["label"] or (
-                    row.soft is not None and before["soft"] is not None
-                    and not np.allclose(row.soft, before["soft"], rtol=1e-3, atol=1e-4))
-                self.canary_checked += 1
-                self.canary_changed += bool(changed)
+        try:
+            for start in range(0, len(loaded), self.unit):
+                unit = loaded[start:start + self.unit]
+                output = self._predict(self._inputs(unit))
+                self.queries += len(unit)
+                self._commit([])
+                for row in _rows(unit, output):
+                    before = stored.loc[row.digest]
+                    changed = row.label != before["label"] or (
+                        row.soft is not None and before["soft"] is not None
+                        and not np.allclose(row.soft, before["soft"], rtol=1e-3, atol=1e-4))
+                    self.canary_checked += 1
+                    self.canary_changed += bool(changed)
+        finally:
+            self._commit([])  # the ledger rows of a failed call too
         if self.canary_changed:
             log.warning("canary: the teacher now answers differently for %d of %d cached images; its model may "
                         "have changed behind the same fingerprint", self.canary_changed, self.canary_checked)
@@ -227,6 +238,27 @@ class _LabelRun:
         if unit:
             yield unit
 
+    def _predict(self, inputs: np.ndarray | list[np.ndarray]) -> TeacherOutput:
+        """One teacher call (on a teacher thread). A teacher that meters itself charges and records its
+        requests; any other is charged here before the call, and the call is recorded."""
+        if self.teacher_meters:
+            return self.teacher.predict(inputs)
+        images, started, clock = len(inputs), time.time(), time.perf_counter()
+        try:
+            self.ledger.charge(images)
+        except QueryBudgetExceeded as exc:
+            self.ledger.record(RequestRecord(started, images, 0, type(exc).__name__, 0.0, error=str(exc)))
+            raise
+        status, error = "ok", None
+        try:
+            return self.teacher.predict(inputs)
+        except BaseException as exc:
+            status, error = type(exc).__name__, str(exc)
+            raise
+        finally:
+            self.ledger.record(RequestRecord(started, images, images, status, time.perf_counter() - clock,
+                                             error=error))
+
     def _inputs(self, unit: list[Loaded]) -> np.ndarray | list[np.ndarray]:
         """What the teacher takes: normalised float32 (B, C, H, W), or the uint8 images themselves."""
         pixels = [item.pixels for item in unit]
@@ -234,32 +266,24 @@ class _LabelRun:
             return pixels
         return normalize(np.stack(pixels), self.cfg.preprocess)
 
-    def _settle(self, unit: list[Loaded], future: Future[TeacherOutput], sent_at: float, bar: tqdm) -> None:
+    def _settle(self, unit: list[Loaded], future: Future[TeacherOutput], bar: tqdm) -> None:
         """Waits for one teacher call and commits its answers (or its per-image failures)."""
         try:
             output = future.result()
-        except QueryBudgetExceeded:
-            self._commit([], self._ledger(sent_at, 0, "budget", None))
-            raise
         except MalformedAnswer as exc:
             self.queries += len(unit)
             for item in unit:
                 self._fail(item.request, "teacher", str(exc))
-            self._commit([], self._ledger(sent_at, len(unit), type(exc).__name__, str(exc)))
-        except BaseException as exc:
-            self._commit([], self._ledger(sent_at, len(unit), type(exc).__name__, str(exc)))
+            self._commit([])
+        except BaseException:
+            self._commit([])  # keeps the ledger rows of the failed call (a budget refusal included)
             raise
         else:
             self.queries += len(unit)
             rows = _rows(unit, output)
             self.labeled += len(rows)
-            self._commit(rows, self._ledger(sent_at, len(unit), "ok", None))
+            self._commit(rows)
         bar.update(len(unit))
-
-    def _ledger(self, sent_at: float, images: int, status: str, error: str | None) -> list[RequestRecord]:
-        if self.drain_requests is not None:
-            return self.drain_requests()
-        return [RequestRecord(sent_at, images, images, status, time.time() - sent_at, 0, error)]
 
     def _fail(self, request: LoadRequest, stage: str, reason: str) -> None:
         self.failed += 1
@@ -267,8 +291,13 @@ class _LabelRun:
         self.pending_failures.append(Failure(str(request.path), request.digest, stage, reason))
         log.debug("skipped %s: %s", request.path, reason)
 
-    def _commit(self, rows: list[LabelRow], requests: list[RequestRecord]) -> None:
+    def _commit(self, rows: list[LabelRow]) -> None:
+        """Stores answered rows with the failures, ledger records and face detections since the last commit."""
         failures, self.pending_failures = self.pending_failures, []
+        requests = self.ledger.drain()
+        detections = self.faces.take_detections() if self.faces is not None else []
+        if detections:
+            self.store.put_detections(self.faces.fingerprint, detections)
         if rows or failures or requests:
             self.store.commit_batch(self.job_id, self.teacher.fingerprint, self.preprocess, rows, failures, requests)
 

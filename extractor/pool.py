@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,13 @@ class TeacherAnswers:
     def num_classes(self) -> int:
         return int(self.teacher["num_classes"] or self.scores.shape[1])
 
+    def restricted_to(self, digests: set[str]) -> TeacherAnswers:
+        """The same answers for only the images in ``digests``, keeping the digest order."""
+        rows = [i for i, digest in enumerate(self.digests) if digest in digests]
+        return replace(self, digests=[self.digests[i] for i in rows], labels=self.labels[rows],
+                       scores=self.scores[rows], kinds=[self.kinds[i] for i in rows],
+                       paths=[self.paths[i] for i in rows], relative_paths=[self.relative_paths[i] for i in rows])
+
 
 def select_answers(store: LabelStore, teacher: str | None) -> TeacherAnswers:
     """Loads the stored answers of the teacher named by a fingerprint prefix, or of the only one.
@@ -44,8 +51,7 @@ def select_answers(store: LabelStore, teacher: str | None) -> TeacherAnswers:
     Raises:
         CacheError: when the store is empty, or the choice is ambiguous (the message lists choices).
     """
-    sources = store.db.execute("SELECT teacher, preprocess, COUNT(*) FROM labels GROUP BY teacher, preprocess "
-                               "ORDER BY COUNT(*) DESC").fetchall()
+    sources = store.label_sources()
     if teacher:
         sources = [row for row in sources if row[0].startswith(teacher)]
     if not sources:

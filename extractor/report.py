@@ -12,6 +12,7 @@ import pandas as pd
 from extractor.errors import ConfigError
 from extractor.profile import ModelProfile, profile_onnx
 from extractor.result import Result
+from extractor.variants import find_variants, variant_rows, variants_markdown
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,15 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
         "targets": run["config"]["targets"],
         "per_class": _per_class(heldout, names),
         "onnx_max_abs_diff": run["onnx_max_abs_diff"],
+        **({"widths": _widths(run_dir, run, heldout, truth, names)} if "widths" in run else {}),
     }
+    if find_variants(run_dir):
+        data["variants"] = variant_rows(run_dir, run, heldout, data["student"]["latency_ms"],
+                                        lambda predicted: _accuracy(predicted, truth, names), BATCH_SIZES)
     (run_dir / "report.json").write_text(json.dumps(data, indent=2))
     table = _table(data)
     table.to_csv(run_dir / "report.csv", index=False)
-    markdown = _markdown(data, table)
+    markdown = _markdown(data, table) + (variants_markdown(data["variants"]) if "variants" in data else "")
     (run_dir / "report.md").write_text(markdown)
     _plot(data, run_dir / "report.png")
     return Result(data, markdown)
@@ -97,6 +102,22 @@ def _accuracy(predicted: pd.Series, truth: pd.Series | None, names: Sequence[str
     return float((predicted[known].map(lambda index: names[int(index)]) == truth[known].astype(str)).mean())
 
 
+def _widths(run_dir: Path, run: dict, heldout: pd.DataFrame, truth: pd.Series | None,
+            names: Sequence[str]) -> list[dict]:
+    """One entry per width of a slimmable run: its own ONNX file measured, its held-out predictions scored."""
+    predictions = pd.read_csv(run_dir / "heldout_widths.csv", dtype={"relative_path": str})
+    if list(predictions["relative_path"]) != list(heldout["relative_path"]):
+        raise ConfigError(f"{run_dir}/heldout_widths.csv does not match heldout.csv; train the run again")
+    rows = []
+    for entry in run["widths"]:
+        profile = profile_onnx(run_dir / entry["onnx"], input_size=run["student"]["size"], batch_sizes=BATCH_SIZES)
+        predicted = predictions[f"w{float(entry['width'])}"]
+        rows.append({"width": entry["width"], **_profile_dict(profile),
+                     "fidelity": float((predicted == heldout["teacher_label"]).mean()) if len(heldout) else None,
+                     "accuracy": _accuracy(predicted, truth, names)})
+    return rows
+
+
 def _per_class(heldout: pd.DataFrame, names: Sequence[str]) -> list[dict]:
     rows = []
     for index, name in enumerate(names):
@@ -114,6 +135,11 @@ def _table(data: dict) -> pd.DataFrame:
         rows.append({"model": model, "size_mb": entry["size_mb"], "params": entry["params"],
                      "latency_ms_b1": latency.get("1"), "latency_ms_b64": latency.get("64"),
                      "fidelity": 1.0 if model == "teacher" else data["fidelity"], "accuracy": entry["accuracy"]})
+    for entry in data.get("widths", []):
+        latency = entry["latency_ms"]
+        rows.append({"model": f"student w{entry['width']}", "size_mb": entry["size_mb"], "params": entry["params"],
+                     "latency_ms_b1": latency.get("1"), "latency_ms_b64": latency.get("64"),
+                     "fidelity": entry["fidelity"], "accuracy": entry["accuracy"]})
     return pd.DataFrame(rows)
 
 
@@ -153,6 +179,15 @@ def _plot(data: dict, out: Path) -> None:
         if data[model]["accuracy"] is not None:
             left.scatter(size, 100 * data[model]["accuracy"], marker=marker, s=80, facecolors="none",
                          edgecolors="black", label=f"{model} accuracy")
+    widths = data.get("widths", [])
+    if widths:
+        sizes = [entry["size_mb"] for entry in widths]
+        left.plot(sizes, [100 * entry["fidelity"] for entry in widths], "-^", label="widths: fidelity")
+        for entry, size in zip(widths, sizes, strict=True):
+            left.annotate(f"w{entry['width']}", (size, 100 * entry["fidelity"]), textcoords="offset points",
+                          xytext=(4, -12), fontsize=8)
+        if widths[0]["accuracy"] is not None:
+            left.plot(sizes, [100 * entry["accuracy"] for entry in widths], "--^", mfc="none", label="widths: accuracy")
     left.set(xscale="log", xlabel="model size (MB, log)", ylabel="%", ylim=(0, 105),
              title="size vs fidelity / accuracy")
     left.legend(loc="lower right", fontsize=8)

@@ -12,6 +12,7 @@ import numpy as np
 
 from extractor.errors import CacheError
 from extractor.fingerprint import STORE_SCHEMA, cache_key
+from extractor.ledger import RequestRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,19 +70,6 @@ class Failure:
     digest: str | None
     stage: str
     reason: str
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request to a teacher, for the ledger."""
-
-    time: float
-    images: int
-    images_sent: int
-    status: str
-    latency_s: float
-    retries: int
-    error: str | None = None
 
 
 class LabelStore:
@@ -198,8 +186,14 @@ class LabelStore:
         self.db.executemany(
             "INSERT INTO requests (job_id, identity, time, images, images_sent, status, latency_s, retries, error)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((job_id, identity, r.time, r.images, r.images_sent, r.status, r.latency_s, r.retries, r.error)
+            ((job_id, identity, r.time, r.images, r.charged, str(r.status), r.latency_s, r.retries, r.error)
              for r in requests))
+
+    def label_sources(self) -> list[tuple[str, str, int]]:
+        """(teacher fingerprint, preprocess fingerprint, answers) of every source of answers, most first."""
+        rows = self.db.execute("SELECT teacher, preprocess, COUNT(*) FROM labels GROUP BY teacher, preprocess "
+                               "ORDER BY COUNT(*) DESC")
+        return [(teacher, preprocess, int(count)) for teacher, preprocess, count in rows]
 
     def labels(self, teacher: str | None = None, preprocess: str | None = None,
                digests: Sequence[str] | None = None) -> pd.DataFrame:

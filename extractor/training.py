@@ -1,4 +1,9 @@
-"""The training job: stored teacher answers -> decoded-once tensors -> student -> checked ONNX file."""
+"""The training job: stored teacher answers -> decoded-once tensors -> task -> student -> checked ONNX file.
+
+Its steps are reusable: ``prepare_data`` (answers, split, tensors), ``fit`` (any task on the trainer)
+and ``finish`` (export, held-out check through the ONNX file, run.json). ``train_student`` is plain
+distillation; other schemes build their own task between the same steps.
+"""
 from __future__ import annotations
 
 import functools
@@ -6,7 +11,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +19,14 @@ import onnxruntime as ort
 import pandas as pd
 import torch
 
+from extractor.config import TrainConfig
 from extractor.datasets.faces import Detection, FaceSpec
 from extractor.datasets.ground_truth import from_csv
 from extractor.datasets.loading import LoadRequest
 from extractor.datasets.splits import heldout_mask
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
-from extractor.fingerprint import stable_hash
+from extractor.fingerprint import detector_fingerprint
 from extractor.pool import TeacherAnswers, decode_once, select_answers, student_spec
 from extractor.store import LabelStore
 from extractor.students.batches import DistilTensors, InputConfig, normalize
@@ -33,49 +39,12 @@ from extractor.students.hooks import (
     ProgressHook,
     resume,
 )
-from extractor.students.losses import DistillConfig, distillation_loss
-from extractor.students.squeezenet import build_student, count_parameters
-from extractor.students.trainer import OptimConfig, Trainer, build_optimizer
+from extractor.students.losses import combine_teachers, distillation_loss
+from extractor.students.tasks import DistillTask
+from extractor.students.trainer import Trainer, build_optimizer
+from extractor.students.zoo import build_student, count_parameters
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What `extractor train` does."""
-
-    store: Path
-    """Label store written by `extractor label`."""
-    out: Path
-    """Run directory: checkpoints, metrics.jsonl, student.onnx, run.json."""
-    teacher: str | None = None
-    """Fingerprint prefix of the teacher to learn from; needed only when the store holds several."""
-    student: str = "squeezenet1_1"
-    """Student architecture."""
-    size: int = 64
-    """Student input side in pixels (>= 32)."""
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    heldout: float = 0.1
-    """Fraction held out (by content digest, or by group with split_by)."""
-    split_by: tuple[Path, str] | None = None
-    """(CSV, column): hold out whole groups, e.g. people, to measure generalisation to new data."""
-    resume: bool = False
-    """Continue the run in ``out`` from its last checkpoint."""
-    workers: int = os.cpu_count() or 1
-    """Decode processes for the one-time tensor cache."""
-    quiet: bool = False
-
-    def __post_init__(self) -> None:
-        if self.size < 32:
-            raise ConfigError(f"--size must be >= 32 pixels for SqueezeNet 1.1, got {self.size}")
-        if not 0.0 < self.heldout < 1.0:
-            raise ConfigError(f"--heldout must be in (0, 1), got {self.heldout}")
-
-    def as_data(self) -> dict:
-        data = asdict(self)
-        data["split_by"] = [str(self.split_by[0]), self.split_by[1]] if self.split_by else None
-        return json.loads(json.dumps(data, default=str))
 
 
 @dataclass(frozen=True)
@@ -87,66 +56,161 @@ class TrainResult:
     heldout_images: int
     seconds: float
     onnx_max_abs_diff: float
+    student: str = ""
 
     def as_dict(self) -> dict:
         return {**asdict(self), "out": str(self.out)}
 
 
+@dataclass(frozen=True)
+class TrainData:
+    """What every training scheme starts from: the teachers' answers, split, as tensors."""
+
+    answers: TeacherAnswers
+    """The first teacher's answers (its preprocessing is the student's; held-out fidelity is to it)."""
+    teacher_fingerprints: list[str]
+    spec: PreprocessSpec
+    """The student's input preprocessing."""
+    inputs: InputConfig
+    train: DistilTensors
+    heldout: DistilTensors
+    train_rows: np.ndarray
+    held_rows: np.ndarray
+    unreadable: int
+
+
 def train_student(cfg: TrainConfig) -> TrainResult:
-    """Trains a student on one teacher's stored answers and exports it to ``cfg.out/student.onnx``."""
+    """Trains a student on the teachers' stored answers and exports it to ``cfg.out/student.onnx``."""
     started = time.perf_counter()
+    data = prepare_data(cfg)
+    torch.manual_seed(cfg.optim.seed)
+    student = build_student(cfg.student.architecture, data.answers.num_classes, data.spec.num_channels,
+                            cfg.student.width)
+    trainer = fit(cfg, DistillTask(student, cfg.distill), data)
+    student.load_state_dict(torch.load(cfg.out / "best.pt", map_location="cpu", weights_only=True)["model"])
+    return finish(cfg, data, student, epochs=trainer.state.epoch, started=started)
+
+
+def prepare_data(cfg: TrainConfig) -> TrainData:
+    """Checks the run directory, selects and combines the teachers' answers, decodes and splits the images."""
     _check_run_dir(cfg)
     torch.set_num_threads(os.cpu_count() or 1)
     with LabelStore(cfg.store) as store:
-        answers = select_answers(store, cfg.teacher)
-        spec = student_spec(answers.spec_data, cfg.size)
-        requests = _load_requests(store, answers, spec)
-    tensors, readable = decode_once(answers, requests, cfg.store.with_name(cfg.store.name + ".tensors"),
+        chosen = [select_answers(store, choice.prefix) for choice in cfg.teachers] or [select_answers(store, None)]
+        answers = _common_images(chosen)
+        size = cfg.student.size or max(32, int(answers[0].spec_data["transform"].get("size") or 64))
+        spec = student_spec(answers[0].spec_data, size)
+        requests = _load_requests(store, answers[0], spec)
+    first = answers[0]
+    tensors, readable = decode_once(first, requests, cfg.store.with_name(cfg.store.name + ".tensors"),
                                     workers=cfg.workers, quiet=cfg.quiet)
-    held = heldout_mask(_split_keys(cfg, answers), cfg.heldout)
+    held = heldout_mask(_split_keys(cfg, first), cfg.heldout)
     train_rows, held_rows = np.flatnonzero(readable & ~held), np.flatnonzero(readable & held)
     if len(held_rows) == 0 or len(train_rows) == 0:
         raise ConfigError(f"the split leaves {len(train_rows)} training and {len(held_rows)} held-out images; "
                           "label more images or change --heldout")
-    data = DistilTensors.from_teacher(torch.from_numpy(tensors), torch.from_numpy(answers.labels),
-                                      torch.from_numpy(answers.scores), answers.kinds, cfg.distill.temperature)
-    train_data, held_data = data.subset(torch.from_numpy(train_rows)), data.subset(torch.from_numpy(held_rows))
-    inputs = InputConfig(mean=spec.mean, std=spec.std)
+    images = torch.from_numpy(tensors)
+    if len(answers) == 1:
+        data = DistilTensors.from_teacher(images, torch.from_numpy(first.labels), torch.from_numpy(first.scores),
+                                          first.kinds, cfg.distill.temperature)
+    else:
+        weights = [choice.weight for choice in cfg.teachers]
+        labels, log_probs = combine_teachers([(torch.from_numpy(a.labels), torch.from_numpy(a.scores), a.kinds) for a in answers], weights,
+                                             cfg.distill.temperature)
+        data = DistilTensors(images=images, labels=labels, teacher_log_probs=log_probs,
+                             soft_mask=torch.ones(len(labels), dtype=torch.bool))
+    inputs = InputConfig(mean=spec.mean, std=spec.std, flip="flip" in cfg.augment,
+                         shift_frac=InputConfig.shift_frac if "shift" in cfg.augment else 0.0)
+    return TrainData(answers=first, teacher_fingerprints=[a.teacher["fingerprint"] for a in answers], spec=spec,
+                     inputs=inputs, train=data.subset(torch.from_numpy(train_rows)),
+                     heldout=data.subset(torch.from_numpy(held_rows)), train_rows=train_rows, held_rows=held_rows,
+                     unreadable=int((~readable).sum()))
 
-    torch.manual_seed(cfg.optim.seed)
-    model = build_student(cfg.student, answers.num_classes, spec.num_channels)
+
+def fit(cfg: TrainConfig, task: torch.nn.Module, data: TrainData) -> Trainer:
+    """Trains ``task`` on ``data`` with the standard hooks (eval, metrics, checkpoints, schedule, progress),
+    resuming from ``cfg.out/last.pt`` when asked; ``best.pt`` holds the best held-out student."""
+    device = resolve_device(cfg.device)
+    task.to(device)
+    train_data = data.train.to(device) if device.type == "cuda" else data.train  # the tensor cache on the GPU
     loss_fn = functools.partial(distillation_loss, cfg=cfg.distill)
-    steps = -(-len(train_data) // cfg.optim.batch_size)
-    optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
-    hooks = [LRScheduleHook(scheduler), EvalHook(held_data, inputs, 256, loss_fn),
+    optimizer, scheduler = build_optimizer(task, cfg.optim, -(-len(train_data) // cfg.optim.batch_size))
+    hooks = [LRScheduleHook(scheduler), EvalHook(data.heldout, data.inputs, 256, loss_fn),
              MetricsHook(cfg.out / "metrics.jsonl"), CheckpointHook(cfg.out), ProgressHook(quiet=cfg.quiet)]
-    trainer = Trainer(model, optimizer, train_data, loss_fn, hooks, epochs=cfg.optim.epochs,
-                      batch_size=cfg.optim.batch_size, seed=cfg.optim.seed, inputs=inputs)
+    trainer = Trainer(task, optimizer, train_data, hooks, epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size,
+                      seed=cfg.optim.seed, inputs=data.inputs, mixed_precision=device.type == "cuda")
     if cfg.resume and (cfg.out / "last.pt").exists():
         resume(trainer, cfg.out / "last.pt")
         log.info("resuming %s at epoch %d", cfg.out, trainer.state.epoch)
     trainer.train()
+    return trainer
 
-    model.load_state_dict(torch.load(cfg.out / "best.pt", map_location="cpu", weights_only=True)["model"])
-    onnx_path = cfg.out / "student.onnx"
-    diff = export_onnx(model, onnx_path, spec.num_channels, spec.size)
-    predicted = _onnx_predictions(onnx_path, held_data, inputs)
-    fidelity = float((predicted == held_data.labels.numpy()).mean())
-    _write_heldout(cfg.out, answers, held_rows, predicted)
+
+def finish(cfg: TrainConfig, data: TrainData, student: torch.nn.Module, *, epochs: int, started: float,
+           onnx_name: str = "student.onnx", extra: dict | None = None) -> TrainResult:
+    """Exports ``student`` to ``cfg.out/onnx_name`` and records it (``record``)."""
+    student = student.cpu().eval()
+    onnx_path = cfg.out / onnx_name
+    diff = export_onnx(student, onnx_path, data.spec.num_channels, data.spec.size)
+    return record(cfg, data, onnx_path, params=count_parameters(student), epochs=epochs, started=started,
+                  onnx_max_abs_diff=diff, extra=extra)
+
+
+def record(cfg: TrainConfig, data: TrainData, onnx_path: Path, *, params: int, epochs: int, started: float,
+           onnx_max_abs_diff: float, extra: dict | None = None) -> TrainResult:
+    """Measures held-out fidelity through an exported ONNX file (what the user ships), and writes
+    heldout.csv and run.json; ``onnx_max_abs_diff`` is its recorded deviation from PyTorch."""
+    diff = onnx_max_abs_diff
+    predicted = onnx_predictions(onnx_path, data.heldout, data.inputs)
+    fidelity = float((predicted == data.heldout.labels.numpy()).mean())
+    answers = data.answers
+    _write_heldout(cfg.out, answers, data.held_rows, predicted)
     seconds = time.perf_counter() - started
+    spec = data.spec
     run = {
-        "teacher": answers.teacher, "num_classes": answers.num_classes,
+        "teacher": answers.teacher, "teachers": data.teacher_fingerprints, "num_classes": answers.num_classes,
         "teacher_input_size": answers.spec_data["transform"].get("size"),
         "preprocess": answers.spec_data, "preprocess_fingerprint": answers.preprocess_fingerprint,
-        "student": {"architecture": cfg.student, "size": spec.size, "channels": spec.channels,
-                    "mean": list(spec.mean), "std": list(spec.std), "params": count_parameters(model)},
+        "student": {"architecture": cfg.student.architecture, "width": cfg.student.width, "size": spec.size,
+                    "channels": spec.channels, "mean": list(spec.mean), "std": list(spec.std),
+                    "params": params},
         "config": {**cfg.as_data(), "targets": cfg.distill.targets},
-        "queries": len(answers.digests), "train_images": int(len(train_rows)), "heldout_images": int(len(held_rows)),
-        "unreadable_images": int((~readable).sum()), "fidelity": fidelity, "epochs": trainer.state.epoch,
-        "train_seconds": seconds, "onnx_max_abs_diff": diff,
+        "augment": list(cfg.augment), "device": str(resolve_device(cfg.device)),
+        "queries": len(answers.digests), "train_images": int(len(data.train_rows)),
+        "heldout_images": int(len(data.held_rows)), "unreadable_images": data.unreadable, "fidelity": fidelity,
+        "epochs": epochs, "train_seconds": seconds, "onnx_max_abs_diff": diff, **(extra or {}),
     }
     (cfg.out / "run.json").write_text(json.dumps(run, indent=2, default=str))
-    return TrainResult(cfg.out, fidelity, trainer.state.epoch, len(train_rows), len(held_rows), seconds, diff)
+    return TrainResult(cfg.out, fidelity, epochs, len(data.train_rows), len(data.held_rows), seconds, diff,
+                       cfg.student.architecture)
+
+
+def resolve_device(name: str) -> torch.device:
+    """--device: "auto" is CUDA when present, else the CPU; a named CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+    return device
+
+
+def _common_images(chosen: list[TeacherAnswers]) -> list[TeacherAnswers]:
+    """The answers of several teachers restricted to the images all of them answered, in one order.
+
+    Raises:
+        ConfigError: when the teachers' class counts differ.
+    """
+    counts = {answers.num_classes for answers in chosen}
+    if len(counts) > 1:
+        names = ", ".join(f"{a.teacher['fingerprint'][:12]} ({a.num_classes} classes)" for a in chosen)
+        raise ConfigError(f"--teacher: the teachers have different class counts: {names}")
+    if len(chosen) == 1:
+        return chosen
+    common = set(chosen[0].digests).intersection(*(a.digests for a in chosen[1:]))
+    if not common:
+        raise ConfigError("--teacher: the teachers share no answered image")
+    return [answers.restricted_to(common) for answers in chosen]
 
 
 def _check_run_dir(cfg: TrainConfig) -> None:
@@ -164,7 +228,7 @@ def _load_requests(store: LabelStore, answers: TeacherAnswers, spec: PreprocessS
     if not faces_data:
         return [LoadRequest(path, digest, spec) for path, digest in zip(answers.paths, answers.digests)]
     face = FaceSpec(**{k: v for k, v in faces_data.items() if k not in ("version", "template")})
-    stored = store.detections(stable_hash(answers.spec_data["detector"]), answers.digests)
+    stored = store.detections(detector_fingerprint(answers.spec_data["detector"]), answers.digests)
     return [LoadRequest(path, digest, spec, face, Detection.from_json(stored[digest]) if stored.get(digest) else None)
             for path, digest in zip(answers.paths, answers.digests)]
 
@@ -181,7 +245,7 @@ def _split_keys(cfg: TrainConfig, answers: TeacherAnswers) -> list[str]:
             for path, digest in zip(answers.relative_paths, answers.digests)]
 
 
-def _onnx_predictions(path: Path, data: DistilTensors, inputs: InputConfig) -> np.ndarray:
+def onnx_predictions(path: Path, data: DistilTensors, inputs: InputConfig) -> np.ndarray:
     """Top-1 of the exported student (what the user ships) on the held-out tensors."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     predicted = []

@@ -100,6 +100,12 @@ class DistilTensors:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def to(self, device: torch.device | str) -> DistilTensors:
+        """The same rows on ``device`` (e.g. the whole uint8 cache on the GPU, so no step copies images)."""
+        return DistilTensors(images=self.images.to(device), labels=self.labels.to(device),
+                             teacher_log_probs=self.teacher_log_probs.to(device), soft_mask=self.soft_mask.to(device),
+                             truth=None if self.truth is None else self.truth.to(device))
+
     def subset(self, index: torch.Tensor) -> DistilTensors:
         """The rows picked by ``index`` ((M,) int64 or (N,) bool), e.g. a train/held-out split."""
         return DistilTensors(images=self.images[index], labels=self.labels[index],

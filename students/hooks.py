@@ -140,9 +140,11 @@ class CheckpointHook(HookBase):
             log.warning("no held-out fidelity (add an EvalHook before the CheckpointHook); best.pt is not written")
             self._warned = True
         state = trainer.state_dict()
-        _save(state, self.directory / "last.pt")
+        # best.pt first: a kill between the two writes then resumes from the previous last.pt and redoes
+        # this epoch, whereas the other order would resume believing a best.pt was written that is not.
         if improved:
             _save(state, self.directory / "best.pt")
+        _save(state, self.directory / "last.pt")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_fidelity": self.best_fidelity}

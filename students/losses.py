@@ -3,41 +3,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from extractor.errors import ConfigError
+from extractor.students.config import DistillConfig
 
-Targets = Literal["joint", "hard", "soft"]
-TARGETS: tuple[str, ...] = ("joint", "hard", "soft")
 SOFT_KINDS: tuple[str, ...] = ("probs", "logits", "topk")
 """Teacher output kinds that carry a soft vector; ``"label"`` carries none."""
 _ALL_KINDS: tuple[str, ...] = (*SOFT_KINDS, "label")
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """What the student is trained to match."""
-
-    targets: Targets = "joint"
-    """The terms trained on: "joint" is hard + alpha * soft, "hard" labels only, "soft" alpha * soft only."""
-    alpha: float = 1.0
-    """Weight of the soft (KL) term."""
-    temperature: float = 4.0
-    """Softmax temperature T applied to both teacher and student for the soft term."""
-
-    def __post_init__(self) -> None:
-        if self.targets not in TARGETS:
-            raise ConfigError(f"--targets must be one of {TARGETS}, got {self.targets!r}")
-        if not math.isfinite(self.alpha) or self.alpha < 0:
-            raise ConfigError(f"--alpha must be a finite number >= 0, got {self.alpha}")
-        if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ConfigError(f"--temperature must be a finite number > 0, got {self.temperature}")
-        if self.targets == "soft" and self.alpha == 0:
-            raise ConfigError("--targets soft with --alpha 0 trains on nothing; use --alpha > 0 or --targets hard")
 
 
 def teacher_log_probs(scores: torch.Tensor, kind: Sequence[str] | str, temperature: float) -> torch.Tensor:
@@ -90,6 +65,35 @@ def teacher_log_probs(scores: torch.Tensor, kind: Sequence[str] | str, temperatu
         raise ValueError("teacher probabilities must be finite, >= 0 and not all zero in a row")
     out[is_probs] = F.log_softmax(torch.log(probs) / temperature, dim=1)
     return out
+
+
+def combine_teachers(teachers: Sequence[tuple[torch.Tensor, torch.Tensor, Sequence[str] | str]], weights: Sequence[float],
+                     temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Several teachers' answers as one target: the weighted mean of their tempered distributions.
+
+    A label-only row counts as a one-hot distribution on its label.
+
+    Args:
+        teachers: per teacher, (N,) int64 labels, (N, C) stored scores and their kinds (as for
+            ``teacher_log_probs``).
+        weights: one per teacher, > 0.
+        temperature: T.
+
+    Returns:
+        (N,) int64 labels, the argmax of the mean, and (N, C) float32 log of the mean.
+    """
+    if len(teachers) != len(weights) or not teachers:
+        raise ConfigError(f"got {len(teachers)} teachers and {len(weights)} weights")
+    mean = torch.zeros_like(teachers[0][1], dtype=torch.float32)
+    for (labels, scores, kinds), weight in zip(teachers, weights, strict=True):
+        probs = teacher_log_probs(scores, kinds, temperature).exp()
+        rows = [kinds] * len(scores) if isinstance(kinds, str) else list(kinds)
+        label_only = torch.tensor([kind == "label" for kind in rows], dtype=torch.bool)
+        if label_only.any():
+            probs[label_only] = F.one_hot(labels[label_only], scores.shape[1]).float()
+        mean += weight * probs
+    mean /= sum(weights)
+    return mean.argmax(dim=1), mean.log()
 
 
 def distillation_loss(

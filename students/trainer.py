@@ -11,7 +11,6 @@ import torch.nn as nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from extractor.errors import ConfigError
 from extractor.students.batches import (
     Batch,
     DistilTensors,
@@ -19,46 +18,11 @@ from extractor.students.batches import (
     num_batches,
     train_batches,
 )
+from extractor.students.config import OptimConfig
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 """``(student_logits, labels, teacher_log_probs, soft_mask) -> {"loss", ...}``, e.g.
 ``functools.partial(losses.distillation_loss, cfg=distill_config)``: held-out loss parts (``hooks.EvalHook``)."""
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """How the student is optimised.
-
-    The defaults (AdamW, short linear warmup, cosine decay to 0) train SqueezeNet from scratch on a
-    few thousand images; higher peak rates make the BatchNorm-free network diverge or stall.
-    """
-
-    epochs: int = 30
-    """Passes over the training tensors."""
-    batch_size: int = 64
-    """Images per optimizer step."""
-    lr: float = 1e-3
-    """Peak AdamW learning rate, reached after the warmup."""
-    weight_decay: float = 0.05
-    """Decoupled weight decay, applied to weights but not biases."""
-    warmup_frac: float = 0.05
-    """Fraction of all steps spent ramping the learning rate up linearly from ~0."""
-    seed: int = 0
-    """Seeds the shuffling and augmentation of every epoch (and, by the caller, the initial weights)."""
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if not math.isfinite(self.lr) or self.lr <= 0:
-            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
-        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.warmup_frac < 1.0:
-            raise ConfigError(f"--warmup must be in [0, 1), got {self.warmup_frac}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, steps_per_epoch: int) -> tuple[Optimizer, LRScheduler]:
@@ -159,8 +123,7 @@ class Trainer:
     @property
     def model(self) -> nn.Module:
         """The student: what hooks evaluate and checkpoints keep as ``"model"``."""
-        task: Task = self.task  # type: ignore[assignment]
-        return task.student
+        return self.task.student
 
     @property
     def steps_per_epoch(self) -> int:

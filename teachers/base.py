@@ -6,11 +6,14 @@ HTTP teacher then never imports torch, which keeps `extractor label` fast to sta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from extractor.errors import MalformedAnswer, QueryBudgetExceeded, TeacherError, TeacherUnavailable
+
+if TYPE_CHECKING:
+    from extractor.ledger import Ledger
 
 OutputKind = Literal["probs", "logits", "topk", "label"]
 OutputPolicy = Literal["auto", "logits", "probs"]
@@ -48,7 +51,7 @@ class TeacherOutput:
 
 @runtime_checkable
 class Teacher(Protocol):
-    """An opaque model. Batching, caching and progress live in the job, not here.
+    """An opaque model. Batching, caching, budget and progress live in the job, not here.
 
     ``input_format == "tensor"``: ``predict`` takes float32 (B, C, H, W) already normalised by
     the preprocessing spec. ``input_format == "image"``: it takes a sequence of uint8 (H, W, C)
@@ -59,8 +62,20 @@ class Teacher(Protocol):
     num_classes: int
     input_format: InputFormat
     max_batch: int | None
+    input_shape: tuple[int | None, int | None, int | None] | None
+    """(C, H, W) the model takes, None for a dimension it leaves open; None when it does not say."""
 
     def predict(self, batch: np.ndarray | Sequence[np.ndarray]) -> TeacherOutput: ...
+
+    def use_ledger(self, ledger: Ledger) -> bool:
+        """Charges and records this teacher's own requests in ``ledger`` from now on.
+
+        Returns:
+            True if the teacher does (HTTP: every attempt, retries included, charged before it is
+            sent); False if a ``predict`` call is all there is to count (a local model): the job
+            then charges and records each call itself.
+        """
+        ...
 
 
 def output_from_scores(scores: np.ndarray, kind: OutputKind) -> TeacherOutput:

@@ -2,9 +2,9 @@
 
 One ``predict`` call is one logical request: the job splits work into ``max_batch``-sized pieces and
 runs several ``predict`` calls at once from its own threads, so everything here is thread-safe. A
-request is rate limited (``--max-rps``, shared by all threads), charged to the query budget before
-every attempt, retried on connection errors, timeouts, 429 and 5xx with exponential backoff and full
-jitter (honouring ``Retry-After``), and reported once to the ``on_request`` ledger callback.
+request is rate limited (``--max-rps``, shared by all threads), charged to the job's
+:class:`~extractor.ledger.Ledger` before every attempt, retried on connection errors, timeouts, 429 and
+5xx with exponential backoff and full jitter (honouring ``Retry-After``), and recorded once in that ledger.
 
 Header values are secrets: they are kept in :class:`Secret` wrappers that print as ``***``, are
 scrubbed from every message this module produces (server answers quoted in errors included), and
@@ -23,13 +23,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import requests
 
 from extractor.errors import ConfigError
+from extractor.ledger import Ledger, RequestRecord
 from extractor.teachers import protocols
 from extractor.teachers.base import (
     OUTPUT_POLICIES,
@@ -37,7 +38,6 @@ from extractor.teachers.base import (
     MalformedAnswer,
     OutputKind,
     OutputPolicy,
-    QueryBudgetExceeded,
     TeacherError,
     TeacherOutput,
     TeacherUnavailable,
@@ -150,9 +150,10 @@ class HttpConfig:
     batch_size: int | None = None
     """Images per request (--request-batch); None: 32, or 1 where the protocol sends one image."""
     input_name: str | None = None
-    """kserve-v2 input tensor name (--input-name); None reads it from the model metadata."""
+    """kserve-v2 input tensor name (--input-name); None reads it from the model metadata, and where that
+    lists no inputs (KServe's own model server) sends "input-0" (``protocols.DEFAULT_V2_INPUT``)."""
     output_name: str | None = None
-    """Which named output holds the scores (--output-name); None takes the first."""
+    """Which named output holds the scores (--output-name; kserve-v2, kserve-v1); None takes the first."""
     verify_tls: bool | str = True
     """TLS verification (--ca-bundle): True, or the path of a CA bundle; it cannot be turned off."""
     env_headers: tuple[tuple[str, Secret], ...] = field(default=(), init=False, compare=False)
@@ -219,6 +220,13 @@ class HttpConfig:
             raise ConfigError(f"--request-batch must be 1 here: {self.protocol} sends one image per request")
 
     def _check_outputs(self) -> None:
+        for flag, value, protocols_using in (("--input-name", self.input_name, ("kserve-v2",)),
+                                             ("--output-name", self.output_name, ("kserve-v2", "kserve-v1"))):
+            if value is not None and not value:
+                raise ConfigError(f"{flag} must name a tensor, got an empty name")
+            if value is not None and self.protocol not in protocols_using:
+                raise ConfigError(f"{flag} applies to --protocol {' or '.join(protocols_using)}, "
+                                  f"not {self.protocol}")
         if self.output_policy not in OUTPUT_POLICIES:
             raise ConfigError(f"--output-policy must be one of {OUTPUT_POLICIES}, got {self.output_policy!r}")
         if self.output_policy != "auto" and not self.dense_answers:
@@ -252,59 +260,6 @@ class HttpConfig:
         if seen and urlsplit(self.url).scheme == "http" and host not in _LOOPBACK:
             log.warning("sending %d auth header(s) over plain http to %s; anyone on the path can read them",
                         len(seen), host)
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One logical request, as the ledger stores it. Holds no header values."""
-
-    time: float
-    """Unix time the request started."""
-    images: int
-    """Images in the request (0 for a metadata read)."""
-    status: int | str
-    """The final HTTP status, or the error's name when no answer came."""
-    latency_s: float
-    """Wall time from start to outcome, retries and backoff included."""
-    retries: int
-    """Attempts after the first."""
-    error: str | None
-    """``"ErrorName: message"`` when the request failed, else None."""
-    charged: int
-    """Images charged to the query budget for this request, retries included."""
-
-
-class QueryBudget:
-    """A thread-safe count of images sent to a teacher; refuses any charge past the limit.
-
-    Args:
-        limit: the most images that may be sent (--budget).
-        used: images already sent in earlier runs, e.g. from the ledger.
-    """
-
-    def __init__(self, limit: int, used: int = 0) -> None:
-        if limit < 0 or used < 0:
-            raise ConfigError(f"--budget must be >= 0 images, got {limit} (used {used})")
-        self.limit = limit
-        self._used = used
-        self._lock = threading.Lock()
-
-    @property
-    def used(self) -> int:
-        return self._used
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.limit - self._used)
-
-    def charge(self, images: int) -> None:
-        """Counts ``images`` as sent, or raises QueryBudgetExceeded and counts nothing."""
-        with self._lock:
-            if self._used + images > self.limit:
-                raise QueryBudgetExceeded(
-                    f"sending {images} more images would exceed --budget {self.limit} "
-                    f"({self._used} sent, {self.limit - self._used} left)")
-            self._used += images
 
 
 class RateLimiter:
@@ -342,16 +297,13 @@ class HttpTeacher:
 
     Args:
         config: endpoint, protocol and policies.
-        budget: shared image budget, charged before every attempt; None for no limit.
-        on_request: called once per logical request with its :class:`RequestRecord`, from
-            whichever thread made it.
+        ledger: where every attempt is charged (before it is sent) and every logical request is
+            recorded; None starts an unlimited one, which :meth:`use_ledger` hands over to the job's.
     """
 
-    def __init__(self, config: HttpConfig, budget: QueryBudget | None = None,
-                 on_request: Callable[[RequestRecord], None] | None = None) -> None:
+    def __init__(self, config: HttpConfig, ledger: Ledger | None = None) -> None:
         self.config = config
-        self.budget = budget
-        self._on_request = on_request
+        self.ledger = ledger if ledger is not None else Ledger()
         self._public_url = public_url(config.url)
         self._secrets = _secret_tokens(config)
         self._local = threading.local()
@@ -364,8 +316,10 @@ class HttpTeacher:
         self._codec = protocols.make_codec(
             config.protocol, model=config.model, version=config.model_version, class_names=config.class_names,
             spec=config.json_spec, input_name=config.input_name, output_name=config.output_name, info=info)
-        self.input_shape: tuple[int | None, ...] | None = info.input_shape
-        """The model's input shape from metadata, (B, C, H, W) with None for unknown dims."""
+        shape = info.input_shape
+        self.input_shape: tuple[int | None, int | None, int | None] | None = \
+            (shape[1], shape[2], shape[3]) if shape and len(shape) == 4 else None
+        """(C, H, W) from the model's metadata, None for unknown dims; None without metadata."""
         self.num_classes: int = self._declared_classes(info)
         self.input_format: InputFormat = self._codec.input_format
         self.max_batch: int | None = config.batch_size
@@ -383,6 +337,14 @@ class HttpTeacher:
                 "output_policy": self.config.output_policy, "output": self.config.output_name,
                 "classes": list(self.config.class_names), "request_batch": self.max_batch,
                 "headers": self.config.header_names(), "json_spec": spec.as_data() if spec else None}
+
+    def use_ledger(self, ledger: Ledger) -> bool:
+        """Charges and records in ``ledger`` from now on; the records kept so far (the metadata read)
+        move to it, so that they reach the job's store too."""
+        for record in self.ledger.drain():
+            ledger.record(record)
+        self.ledger = ledger
+        return True
 
     def predict(self, batch: np.ndarray | Sequence[np.ndarray]) -> TeacherOutput:
         """Sends one request for ``batch``: float32 (B, C, H, W) tensors or B uint8 (H, W, C) images."""
@@ -415,7 +377,7 @@ class HttpTeacher:
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.dtype != np.float32:
             raise TypeError(f"expected float32 (B, C, H, W), got {batch.dtype} {batch.shape}")
-        expected = self.input_shape[1:] if self.input_shape and len(self.input_shape) == 4 else ()
+        expected = self.input_shape or ()
         for axis, (want, got) in enumerate(zip(expected, batch.shape[1:]), start=1):
             if want is not None and want != got:
                 raise ValueError(f"teacher expects inputs of shape {list(expected)}, got {list(batch.shape[1:])} "
@@ -432,8 +394,8 @@ class HttpTeacher:
             attempts.retries = attempt
             if self._limiter is not None:
                 self._limiter.wait()
-            if images and self.budget is not None:
-                self.budget.charge(images)
+            if images:
+                self.ledger.charge(images)
                 attempts.charged += images
             retry_after_s = None
             try:
@@ -594,15 +556,12 @@ class HttpTeacher:
 
     def _record(self, started: float, images: int, attempts: _Attempts, latency_s: float,
                 error: str | None) -> None:
-        if self._on_request is None:
-            return
         status = attempts.status
         if error is not None:
             error = _redact(error, self._secrets)
             status = error.partition(":")[0] if status == _NOT_SENT else status
-        self._on_request(RequestRecord(time=started, images=images, status=status,
-                                       latency_s=latency_s, retries=attempts.retries, error=error,
-                                       charged=attempts.charged))
+        self.ledger.record(RequestRecord(time=started, images=images, charged=attempts.charged, status=status,
+                                         latency_s=latency_s, retries=attempts.retries, error=error))
 
 
 def fingerprint(config: HttpConfig, model_version: str | None) -> str:

@@ -5,9 +5,10 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -22,6 +23,9 @@ from extractor.teachers.base import (
     guess_kind,
     output_from_scores,
 )
+
+if TYPE_CHECKING:
+    from extractor.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +78,18 @@ class OnnxTeacher:
         except Exception as exc:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
             raise TeacherError(f"{self.path} is not a loadable ONNX model: {str(exc).splitlines()[0]}") from None
         self.layout = _read_layout(self.session)
+        self.input_shape = (self.layout.channels, self.layout.height, self.layout.width)
         self.output_name = output_name or self.session.get_outputs()[0].name
         outputs = {out.name: out for out in self.session.get_outputs()}
         if self.output_name not in outputs:
-            raise ConfigError(f"--output {self.output_name!r} is not a model output; valid: {sorted(outputs)}")
+            raise ConfigError(f"--output-name {self.output_name!r} is not a model output; valid: {sorted(outputs)}")
         classes = outputs[self.output_name].shape[-1]
         self.output_policy = output_policy
         self._kind: OutputKind | None = {"logits": "logits", "probs": "probs"}.get(output_policy)
-        if self._kind is None and _ends_in_softmax(model_bytes, self.output_name):
-            self._kind = "probs"
+        # "auto" is decided at the first answer: reading the graph imports onnx (~0.05 s), which a
+        # re-run that sends nothing never needs. The bytes are held until then (the session holds more).
+        self._graph: bytes | None = model_bytes if self._kind is None else None
+        self._kind_lock = threading.Lock()
         self.num_classes: int = classes if isinstance(classes, int) else 0
         self.max_batch: int | None = self.layout.fixed_batch
         self.fingerprint = hashlib.sha256(
@@ -95,6 +102,10 @@ class OnnxTeacher:
         """Plain data that names this teacher in the store and reports."""
         return {"type": "onnx", "path": str(self.path.resolve()), "output_policy": self.output_policy,
                 "output": self.output_name, "size_bytes": self.size_bytes}
+
+    def use_ledger(self, ledger: Ledger) -> bool:
+        """A local call has no attempts or retries of its own: the job charges and records each call."""
+        return False
 
     def predict(self, batch: np.ndarray | Sequence[np.ndarray]) -> TeacherOutput:
         """Runs (B, C, H, W) float32 inputs, looping when the model has a fixed batch size."""
@@ -116,10 +127,20 @@ class OnnxTeacher:
         scores = np.concatenate(chunks)[: len(batch)].astype(np.float32)
         if scores.ndim != 2:
             raise TeacherError(f"output {self.output_name!r} has shape {scores.shape}; expected (batch, classes)")
-        if self._kind is None:
-            self._kind = guess_kind(scores)
-            log.info("teacher %s outputs %s (decided from its first answer)", self.path.name, self._kind)
-        return output_from_scores(scores, self._kind)
+        return output_from_scores(scores, self._kind or self._decide_kind(scores))
+
+    def _decide_kind(self, scores: np.ndarray) -> OutputKind:
+        """For --output-policy auto: probabilities if the graph ends in a Softmax, else what the first
+        answer looks like (calls may run on several threads: all of them get the same decision)."""
+        with self._kind_lock:
+            if self._kind is None:
+                if self._graph is not None and _ends_in_softmax(self._graph, self.output_name):
+                    self._kind = "probs"
+                else:
+                    self._kind = guess_kind(scores)
+                    log.info("teacher %s outputs %s (decided from its first answer)", self.path.name, self._kind)
+                self._graph = None
+            return self._kind
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         fixed = self.layout.fixed_batch

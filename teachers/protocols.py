@@ -22,9 +22,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, Sequence
 from urllib.parse import quote
@@ -40,7 +41,13 @@ from extractor.teachers.base import (
     TeacherError,
 )
 
+log = logging.getLogger(__name__)
+
 PROTOCOLS: tuple[str, ...] = ("kserve-v2", "kserve-v1", "torchserve", "json")
+DEFAULT_V2_INPUT = "input-0"
+"""The kserve-v2 input name sent when the metadata lists no inputs, as KServe's own Python model server
+(``kserve.Model``) does: KServe's v2 examples name the input "input-0" (and it names its outputs
+"output-0", ...). --input-name overrides it."""
 JSON_INPUTS: tuple[str, ...] = ("tensor", "base64", "multipart")
 JSON_OUTPUTS: tuple[str, ...] = ("scores", "topk", "label")
 IMAGE_FORMATS: tuple[str, ...] = ("png", "jpeg")
@@ -82,6 +89,9 @@ class ModelInfo:
     """The input's shape, None for a dynamic dimension."""
     outputs: tuple[tuple[str, int | None], ...] = ()
     """Each output's name and class count (its last dimension), in the server's order."""
+    published: bool = field(default=False, compare=False)
+    """Whether the server answered the metadata request at all (its answer may still list no tensors);
+    where the information came from, not part of it, so left out of comparisons."""
 
 
 @dataclass(frozen=True)
@@ -384,7 +394,8 @@ def parse_metadata(protocol: str, answer: Any) -> ModelInfo:
     if protocol == "kserve-v1":  # TF Serving: model_version_status; KServe v1: {"name", "ready"} only
         statuses = answer.get("model_version_status") or []
         return ModelInfo(versions=tuple(str(status.get("version")) for status in statuses
-                                        if isinstance(status, dict) and status.get("state") == "AVAILABLE"))
+                                        if isinstance(status, dict) and status.get("state") == "AVAILABLE"),
+                         published=True)
     inputs, outputs = _tensor_specs(answer, "inputs"), _tensor_specs(answer, "outputs")
     if len(inputs) > 1:
         raise TeacherError(f"the model takes inputs {[i.get('name') for i in inputs]}; a teacher takes one image input")
@@ -395,7 +406,7 @@ def parse_metadata(protocol: str, answer: Any) -> ModelInfo:
                     input_shape=tuple(_dim(dim) for dim in shape) if isinstance(shape, list) else None)
     info["outputs"] = tuple((str(output.get("name")), _dim((output.get("shape") or [None])[-1]))
                             for output in outputs)
-    return ModelInfo(**info)
+    return ModelInfo(**info, published=True)
 
 
 def parse_json(content: bytes) -> Any:
@@ -585,19 +596,28 @@ def make_codec(protocol: str, *, model: str, version: str | None, class_names: t
     Args:
         version: the version to name in request paths; None lets the server choose.
         input_name, output_name: kserve-v2 tensor names (``output_name`` also picks a named output
-            in TF Serving rows); None takes them from ``info``.
+            in TF Serving rows); None takes them from ``info``. Where the server's metadata lists no
+            input, the input is sent as :data:`DEFAULT_V2_INPUT`; where it lists no output, each
+            answer's first output is taken (each with one warning).
     """
     known_outputs = [name for name, _ in info.outputs]
     if output_name is not None and known_outputs and output_name not in known_outputs:
         raise TeacherError(f"--output-name {output_name!r} is not a model output; valid: {known_outputs}")
     if protocol == "kserve-v2":
         name = input_name or info.input_name
-        if not name:
+        if not name and not info.published:
             raise TeacherError("the server publishes no model metadata naming the input; pass --input-name")
+        if not name:
+            name = DEFAULT_V2_INPUT
+            log.warning("model %s: the server's metadata names no input (as KServe's own model server does); "
+                        "sending it as %r, KServe's convention; pass --input-name to use another name", model, name)
         datatype = info.input_datatype or "FP32"
         if datatype not in V2_FLOAT_TYPES:
             raise TeacherError(f"model input datatype {datatype} is not supported; supported: {V2_FLOAT_TYPES}")
         output = output_name or (known_outputs[0] if known_outputs else None)
+        if output is None and info.published:
+            log.warning("model %s: the server's metadata names no output; taking the first output of each "
+                        "answer; pass --output-name to choose one", model)
         return KServeV2Codec(model, version, name, datatype, output, request_output=output_name is not None)
     if protocol == "kserve-v1":
         return KServeV1Codec(model, version, output_name)

@@ -27,16 +27,25 @@ def write_jpegs(folder: Path, count: int, *, seed: int = 0) -> list[Path]:
 
 
 def broken_files(folder: Path, valid: Path) -> dict[str, str]:
-    """Writes one file per way an input can be broken; returns name -> expected reason prefix."""
+    """Writes one file per way an image can be broken; returns name -> expected reason prefix."""
     folder.mkdir(parents=True, exist_ok=True)
     data = valid.read_bytes()
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    (folder / "notes.txt").write_text("not an image at all\n")
+    (folder / "text.jpg").write_text("named like an image, but text\n")
     (folder / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     (folder / "bomb.png").write_bytes(png_claiming_size(30000, 30000))
-    return {"empty.jpg": "empty file", "truncated.jpg": "corrupt or truncated", "notes.txt": "not an image",
+    return {"empty.jpg": "empty file", "truncated.jpg": "corrupt or truncated", "text.jpg": "not an image",
             "garbage.png": "not an image", "bomb.png": "decompression bomb"}
+
+
+def other_files(folder: Path) -> list[str]:
+    """Writes files that are no images and do not claim to be (skipped, not failed); returns their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text("# Faces\n\nCollected for testing.\n")
+    (folder / "notes.txt").write_text("not an image at all\n")
+    (folder / "no_extension").write_bytes(b"\x00\x01binary, but no image" * 8)
+    return ["README.md", "notes.txt", "no_extension"]
 
 
 def png_claiming_size(width: int, height: int) -> bytes:

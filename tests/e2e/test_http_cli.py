@@ -72,6 +72,25 @@ def test_kserve_v2_labels_equal_onnx_and_secrets_never_leak(serve, faces, onnx_l
     assert SECRET not in result.stdout + result.stderr + rerun.stdout + rerun.stderr
 
 
+def test_kserve_v2_without_tensor_metadata_labels_with_and_without_input_name(serve, faces, onnx_labels,
+                                                                             tmp_path):
+    """KServe's own model server lists no inputs or outputs: "input-0" by default, --input-name otherwise."""
+    default = serve(EMOTION_TEACHER, "kserve-v2", input_name="input-0", tensor_metadata=False)
+    result = http_label(default, faces, tmp_path / "a.db", "--protocol", "kserve-v2", "--request-batch", "16")
+    assert json.loads(result.stdout)["labeled"] == 64
+    assert "'input-0'" in result.stderr and "--input-name" in result.stderr and "--output-name" in result.stderr
+    named = serve(EMOTION_TEACHER, "kserve-v2", input_name="pixels", tensor_metadata=False)
+    wrong = http_label(named, faces, tmp_path / "b.db", "--protocol", "kserve-v2", check=False)
+    assert wrong.returncode == 1 and "unknown input 'input-0'" in wrong.stderr
+    result = http_label(named, faces, tmp_path / "b.db", "--protocol", "kserve-v2", "--input-name", "pixels",
+                        "--output-name", named.output_name)
+    assert json.loads(result.stdout)["labeled"] == 64 and "input-0" not in result.stderr
+    for store in ("a", "b"):
+        labels = exported(tmp_path / f"{store}.db", tmp_path / f"{store}.parquet")
+        assert (labels["label"] == onnx_labels["label"]).all()
+        assert np.allclose(np.stack(labels["soft"]), np.stack(onnx_labels["soft"]), atol=1e-5)
+
+
 def test_torchserve_topk_needs_classes_and_matches_top1(serve, faces, onnx_labels, tmp_path):
     server = serve(EMOTION_TEACHER, "torchserve", class_names=tuple(EMOTIONS.split(",")), topk=3)
     missing = http_label(server, faces, tmp_path / "a.db", "--protocol", "torchserve", check=False)

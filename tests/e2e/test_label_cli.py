@@ -8,7 +8,7 @@ import pandas as pd
 
 from tests.assets import EMOTION_FLAGS, EMOTION_TEACHER, lfw_subset, requires_assets
 from tests.e2e.cli import extractor, extractor_json
-from tests.images import broken_files
+from tests.images import broken_files, other_files
 
 pytestmark = requires_assets
 
@@ -41,12 +41,16 @@ def test_label_then_rerun_is_free_and_exports(tmp_path):
 def test_human_summary_counts_broken_files(tmp_path):
     faces = lfw_subset(tmp_path / "faces", 20)
     expected = broken_files(tmp_path / "faces" / "junk", faces[0])
+    skipped = other_files(tmp_path / "faces")
     result = extractor(*label_args(tmp_path / "faces", tmp_path / "labels.db", "--quiet"))
+    assert f"images found    {20 + len(expected)}" in result.stdout
     assert "labeled now     20" in result.stdout
+    assert f"skipped         {len(skipped)} (not images)" in result.stdout
     assert f"failed          {len(expected)}" in result.stdout
     stats = extractor("store", "stats", "--store", tmp_path / "labels.db").stdout
     for name, reason in expected.items():
         assert any(name in line and reason in line for line in stats.splitlines()), (name, stats)
+    assert not any(name in stats for name in skipped), stats
 
 
 def test_kill_minus_nine_mid_job_then_resume_loses_and_duplicates_nothing(tmp_path):

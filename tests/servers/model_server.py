@@ -9,7 +9,9 @@ the model's preprocessing, ``(pixel - mean) / std`` on the 0-255 scale.
 Switches (``ModelServer.set(...)`` or ``POST /control`` with a JSON object of the same names):
 ``fault`` + ``fault_times`` inject one of ``FAULTS`` (or any 3-digit status) into the next inference
 requests (-1: all of them), ``retry_after`` goes with injected statuses, ``delay_s`` delays every
-answer, ``max_concurrent`` caps requests served at once, ``model_version`` changes what is served.
+answer, ``max_concurrent`` caps requests served at once, ``model_version`` changes what is served,
+``tensor_metadata=False`` answers kserve-v2 metadata with ``"inputs": []`` and ``"outputs": []`` (as
+KServe's own Python model server does).
 ``GET /control`` returns the counts: inference requests and images received, the most in flight.
 
 Run alone: ``python -m tests.servers.model_server --model X.onnx|tiny --protocol P --port 0``; it prints
@@ -62,6 +64,9 @@ class Switches:
     """Most inference requests served at once; None for no cap."""
     model_version: str = "1"
     """The version served, reported in metadata and answers."""
+    tensor_metadata: bool = True
+    """Whether kserve-v2 metadata lists the input and outputs; False answers "inputs": [] and "outputs": [],
+    as KServe's own Python model server (kserve.Model) does."""
 
 
 class ModelServer:
@@ -74,6 +79,7 @@ class ModelServer:
         class_names: label names for top-k answers; default ``class0``, ``class1``, ...
         topk: how many classes a torchserve answer names.
         channels, mean, std: image-protocol preprocessing, ``(pixel - mean) / std`` per channel.
+        input_name: the kserve-v2 input name the server takes; default the ONNX model's own.
         metadata: whether the metadata endpoints answer (else 404).
         switches: initial switch values (see Switches).
     """
@@ -81,7 +87,7 @@ class ModelServer:
     def __init__(self, model: str | Path | bytes, protocol: str, *, name: str = "model",
                  class_names: tuple[str, ...] = (), topk: int = 5, channels: str = "gray",
                  mean: tuple[float, ...] = (127.5,), std: tuple[float, ...] = (127.5,),
-                 metadata: bool = True, port: int = 0, **switches: Any) -> None:
+                 input_name: str | None = None, metadata: bool = True, port: int = 0, **switches: Any) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         options = ort.SessionOptions()
@@ -90,7 +96,8 @@ class ModelServer:
         model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
         self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         spec, output = self.session.get_inputs()[0], self.session.get_outputs()[0]
-        self.input_name, self.output_name = spec.name, output.name
+        self.model_input, self.output_name = spec.name, output.name
+        self.input_name = input_name or spec.name
         self.input_shape = [dim if isinstance(dim, int) else -1 for dim in spec.shape]
         classes = output.shape[-1]
         self.class_names = class_names or tuple(f"class{index}" for index in range(classes))
@@ -159,7 +166,7 @@ class ModelServer:
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         """(B, C, H, W) float32 -> (B, classes) float32 model outputs."""
-        return self.session.run([self.output_name], {self.input_name: inputs.astype(np.float32)})[0]
+        return self.session.run([self.output_name], {self.model_input: inputs.astype(np.float32)})[0]
 
     def _arrive(self, images: int, headers: dict[str, str]) -> None:
         with self._lock:
@@ -352,6 +359,8 @@ def _encode_answer(model: ModelServer, scores: np.ndarray, fault: str | None) ->
 
 
 def _v2_metadata(model: ModelServer) -> dict[str, Any]:
+    if not model.switches.tensor_metadata:  # kserve.Model's default get_input_types/get_output_types
+        return {"name": model.name, "versions": None, "platform": "", "inputs": [], "outputs": []}
     return {"name": model.name, "versions": [model.switches.model_version], "platform": "onnxruntime_onnx",
             "inputs": [{"name": model.input_name, "datatype": "FP32", "shape": model.input_shape}],
             "outputs": [{"name": model.output_name, "datatype": "FP32", "shape": [-1, len(model.class_names)]}]}

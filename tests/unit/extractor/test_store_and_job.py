@@ -9,7 +9,7 @@ from extractor.errors import CacheError
 from extractor.jobs import label_dataset
 from extractor.store import LabelStore
 from extractor.teachers.onnx import OnnxTeacher
-from tests.images import broken_files, write_jpegs
+from tests.images import broken_files, other_files, random_image, write_jpegs
 from tests.models import linear_classifier
 
 
@@ -60,16 +60,19 @@ def test_changed_preprocessing_queries_again(setup):
         assert len(store.labels()) == 20
 
 
-def test_duplicates_labeled_once_and_broken_files_recorded(setup):
+def test_duplicates_labeled_once_broken_files_recorded_other_files_skipped(setup):
     cfg, teacher = setup
     images = cfg.images
     (images / "dup_no_extension").write_bytes((images / "img_000.jpg").read_bytes())
     expected = broken_files(images / "broken", images / "img_001.jpg")
+    skipped = other_files(images / "docs")
     with LabelStore(cfg.store) as store:
         summary = label_dataset(cfg, teacher, store)
         failures = store.failures(summary.job_id)
         duplicate = store.labels(digests=[store.labels()["digest"][0]])
-    assert (summary.images, summary.labeled, summary.duplicates, summary.failed) == (16, 10, 1, 5)
+    assert (summary.images, summary.labeled, summary.duplicates, summary.failed, summary.skipped) == \
+        (16, 10, 1, 5, len(skipped))
+    assert summary.not_images == 2  # text.jpg and garbage.png: named like images
     assert teacher.images_seen == 10
     reasons = {row.path.rsplit("/", 1)[1]: row.reason for row in failures.itertuples()}
     assert set(reasons) == set(expected)
@@ -102,3 +105,17 @@ def test_store_refuses_other_schemas_and_non_databases(tmp_path):
         db.execute("UPDATE meta SET value = '999' WHERE key = 'schema'")
     with pytest.raises(CacheError, match="schema 999"):
         LabelStore(tmp_path / "ok.db")
+
+
+def test_a_file_that_breaks_the_decoder_fails_alone(setup):
+    """A JPEG cut inside its header made Pillow raise OSError("Truncated File Read") from Image.open."""
+    cfg, teacher = setup
+    data = (cfg.images / "img_000.jpg").read_bytes()
+    for cut in (20, 100, 300, 600):
+        (cfg.images / f"cut_{cut}.jpg").write_bytes(data[:cut])
+    random_image(99).save(cfg.images / "photo_without_extension", "JPEG")  # an image, found by its content
+    with LabelStore(cfg.store) as store:
+        summary = label_dataset(cfg, teacher, store)
+        reasons = store.failures(summary.job_id)["reason"].tolist()
+    assert (summary.images, summary.labeled, summary.failed, summary.skipped) == (15, 11, 4, 0)
+    assert all(reason and "\n" not in reason for reason in reasons), reasons

@@ -39,3 +39,30 @@ def test_reported_difference_is_measured_not_assumed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ort.InferenceSession, "run", off_by_one)
     assert abs(export_onnx(model, tmp_path / "student.onnx", in_channels=3, size=32) - 1.0) < 1e-4
+
+
+def test_int8_export_is_qdq_per_channel_smaller_and_close_to_float(tmp_path):
+    from extractor.students.export import export_int8
+    from extractor.students.zoo import build_student
+
+    torch.manual_seed(0)
+    model = build_student("resnet8", 10, 3)
+    model.train()
+    for _ in range(3):
+        model(torch.randn(32, 3, 32, 32))  # non-trivial BatchNorm statistics
+    export_onnx(model, tmp_path / "fp32.onnx", 3, 32)
+    inputs = np.random.default_rng(0).normal(size=(128, 3, 32, 32)).astype(np.float32)
+    export_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", inputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx", "int8.onnx"]  # no temporary files left
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = [init for init in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer
+               if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 4]
+    assert weights  # conv weights stored as int8 ...
+    scales = {init.name: init for init in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer}
+    assert any(len(scales[name].dims) == 1 and scales[name].dims[0] > 1 for name in scales
+               if name.endswith("_scale"))  # ... with one scale per output channel
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.5 * (tmp_path / "fp32.onnx").stat().st_size
+    fp32 = ort.InferenceSession(str(tmp_path / "fp32.onnx")).run(["logits"], {"input": inputs[:64]})[0]
+    int8 = ort.InferenceSession(str(tmp_path / "int8.onnx")).run(["logits"], {"input": inputs[:64]})[0]
+    assert (fp32.argmax(1) == int8.argmax(1)).mean() > 0.8

@@ -18,6 +18,7 @@ import pytest
 import requests
 from PIL import Image
 
+from extractor.ledger import Ledger
 from extractor.teachers.base import (
     MalformedAnswer,
     QueryBudgetExceeded,
@@ -28,8 +29,6 @@ from extractor.teachers.base import (
 from extractor.teachers.http import (
     HttpConfig,
     HttpTeacher,
-    QueryBudget,
-    RequestRecord,
     Secret,
     fingerprint,
     parse_header,
@@ -164,6 +163,36 @@ def test_without_metadata_the_flags_must_name_the_input(serve, caplog) -> None:
     assert teacher.predict(inputs_for(teacher, 3)).labels.shape == (3,)
 
 
+def test_metadata_listing_no_tensors_sends_kserve_default_input_name(serve, caplog) -> None:
+    """KServe's own model server answers metadata with "inputs": [] and "outputs": []."""
+    server = serve(TINY, "kserve-v2", input_name="input-0", tensor_metadata=False)
+    teacher = HttpTeacher(make_config(server, class_names=()))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "extractor.teachers.protocols"]
+    assert len(warnings) == 2
+    assert "'input-0'" in warnings[0] and "--input-name" in warnings[0] and "--output-name" in warnings[1]
+    assert (teacher.input_shape, teacher.num_classes) == (None, 0)
+    caplog.clear()
+    output = teacher.predict(inputs_for(teacher, 3))
+    np.testing.assert_array_equal(output.probs, server.infer(inputs_for(teacher, 3)))
+    assert teacher.num_classes == 7 and server.counts()["images"] == 3
+    teacher.predict(inputs_for(teacher, 2))
+    assert not [r for r in caplog.records if r.name == "extractor.teachers.protocols"]  # warned once
+
+
+def test_metadata_listing_no_tensors_takes_input_and_output_name_flags(serve, caplog) -> None:
+    server = serve(TINY, "kserve-v2", input_name="pixels", tensor_metadata=False)
+    guessed = HttpTeacher(make_config(server))
+    with pytest.raises(TeacherError, match="HTTP 400 .*unknown input 'input-0'; the model takes 'pixels'"):
+        guessed.predict(inputs_for(guessed, 2))
+    caplog.clear()
+    named = HttpTeacher(make_config(server, input_name="pixels", output_name="logits"))
+    assert "input-0" not in caplog.text and "names no output" not in caplog.text
+    assert named.predict(inputs_for(named, 3)).probs.shape == (3, 7)
+    other = HttpTeacher(make_config(server, input_name="pixels", output_name="probabilities"))
+    with pytest.raises(MalformedAnswer, match="no output 'probabilities'; it has \\['logits'\\]"):
+        other.predict(inputs_for(other, 1))
+
+
 @pytest.mark.parametrize("protocol, declared", [("kserve-v2", None), ("json", "1")])
 def test_model_version_change_is_noticed(serve, protocol, declared) -> None:
     server = serve(TINY, protocol)
@@ -203,13 +232,14 @@ def test_label_outside_classes_is_an_error(serve) -> None:
 
 def test_429_retry_after_seconds_is_honoured(serve) -> None:
     server = serve(TINY, "kserve-v2", fault="429", fault_times=1, retry_after="1")
-    records: list[RequestRecord] = []
-    teacher = HttpTeacher(make_config(server), on_request=records.append)
+    ledger = Ledger()
+    teacher = HttpTeacher(make_config(server), ledger=ledger)
     start = time.perf_counter()
     teacher.predict(inputs_for(teacher, 4))
     waited = time.perf_counter() - start
     assert 0.95 <= waited < 3.0
     assert server.counts()["requests"] == 2
+    records = ledger.drain()
     assert (records[-1].status, records[-1].retries, records[-1].images) == (200, 1, 4)
 
 
@@ -225,24 +255,26 @@ def test_429_retry_after_http_date_is_honoured(serve) -> None:
 @pytest.mark.parametrize("status", ["429", "500", "503"])
 def test_transient_statuses_are_retried_with_backoff(serve, status) -> None:
     server = serve(TINY, "kserve-v2")
-    records: list[RequestRecord] = []
-    teacher = HttpTeacher(make_config(server), on_request=records.append)
+    ledger = Ledger()
+    teacher = HttpTeacher(make_config(server), ledger=ledger)
     server.set(fault=status, fault_times=2)
     start = time.perf_counter()
     assert teacher.predict(inputs_for(teacher, 4)).labels.shape == (4,)
     assert time.perf_counter() - start < 1.0  # backoff_s 0.01: full jitter sleeps at most 0.01 + 0.02
     assert server.counts()["requests"] == 3
+    records = ledger.drain()
     assert (records[-1].status, records[-1].retries, records[-1].error) == (200, 2, None)
 
 
 def test_retries_are_bounded_then_unavailable(serve) -> None:
     server = serve(TINY, "kserve-v2")
-    records: list[RequestRecord] = []
-    teacher = HttpTeacher(make_config(server, retries=2), on_request=records.append)
+    ledger = Ledger()
+    teacher = HttpTeacher(make_config(server, retries=2), ledger=ledger)
     server.set(fault="503", fault_times=-1)
     with pytest.raises(TeacherUnavailable, match=r"failed 3 attempts \(--retries 2\); last: HTTP 503"):
         teacher.predict(inputs_for(teacher, 4))
     assert server.counts()["requests"] == 3
+    records = ledger.drain()
     assert records[-1].status == 503 and records[-1].error.startswith("TeacherUnavailable:")
 
 
@@ -324,12 +356,13 @@ MALFORMED = {
                           for protocol, reason in by_protocol.items()])
 def test_malformed_answers_are_refused_with_a_reason(serve, fault, protocol, reason) -> None:
     server = serve(TINY, protocol, class_names=EMOTIONS)
-    records: list[RequestRecord] = []
-    teacher = HttpTeacher(make_config(server), on_request=records.append)
+    ledger = Ledger()
+    teacher = HttpTeacher(make_config(server), ledger=ledger)
     server.set(fault=fault, fault_times=1)
     with pytest.raises(MalformedAnswer, match=reason):
         teacher.predict(inputs_for(teacher, teacher.max_batch and min(teacher.max_batch, 3)))
     assert server.counts()["requests"] == 1  # a malformed answer is not retried
+    records = ledger.drain()
     assert records[-1].status == 200 and records[-1].error.startswith("MalformedAnswer:")
     assert teacher.predict(inputs_for(teacher, 1)).labels.shape == (1,)
 
@@ -338,21 +371,21 @@ def test_malformed_answers_are_refused_with_a_reason(serve, fault, protocol, rea
 
 def test_budget_refuses_before_sending(serve) -> None:
     server = serve(TINY, "kserve-v2")
-    budget = QueryBudget(40)
-    records: list[RequestRecord] = []
-    teacher = HttpTeacher(make_config(server, batch_size=16), budget=budget, on_request=records.append)
+    budget = Ledger(40)
+    teacher = HttpTeacher(make_config(server, batch_size=16), ledger=budget)
     teacher.predict(inputs_for(teacher, 16))
     teacher.predict(inputs_for(teacher, 16))
     with pytest.raises(QueryBudgetExceeded, match="sending 16 more images would exceed --budget 40 \\(32 sent, 8 left\\)"):
         teacher.predict(inputs_for(teacher, 16))
     assert server.counts()["images"] == budget.used == 32
+    records = budget.drain()
     assert (records[-1].status, records[-1].charged) == ("QueryBudgetExceeded", 0)
 
 
 def test_budget_charges_every_retry(serve) -> None:
     server = serve(TINY, "kserve-v2")
-    budget = QueryBudget(20)
-    teacher = HttpTeacher(make_config(server, batch_size=16), budget=budget)
+    budget = Ledger(20)
+    teacher = HttpTeacher(make_config(server, batch_size=16), ledger=budget)
     server.set(fault="503", fault_times=1)
     with pytest.raises(QueryBudgetExceeded):
         teacher.predict(inputs_for(teacher, 16))
@@ -361,8 +394,8 @@ def test_budget_charges_every_retry(serve) -> None:
 
 def test_budget_holds_under_concurrency(serve) -> None:
     server = serve(TINY, "kserve-v2", delay_s=0.02)
-    budget = QueryBudget(100)
-    teacher = HttpTeacher(make_config(server, batch_size=8), budget=budget)
+    budget = Ledger(100)
+    teacher = HttpTeacher(make_config(server, batch_size=8), ledger=budget)
     batch = inputs_for(teacher, 8)
 
     def call(_: int) -> bool:
@@ -384,10 +417,10 @@ def test_header_values_never_leak(serve, monkeypatch, caplog) -> None:
     monkeypatch.setenv("EXTRACTOR_TEST_TOKEN", f"Bearer {env_secret}")
     caplog.set_level(logging.DEBUG)
     server = serve(TINY, "kserve-v2")
-    records: list[RequestRecord] = []
+    ledger = Ledger()
     config = make_config(server, headers=(parse_header(f"X-Api-Key: {literal_secret}"),),
                          header_env=(parse_header_env("Authorization=EXTRACTOR_TEST_TOKEN"),))
-    teacher = HttpTeacher(config, on_request=records.append)
+    teacher = HttpTeacher(config, ledger=ledger)
     server.set(fault="503", fault_times=1)
     teacher.predict(inputs_for(teacher, 2))  # a retry, logged
     assert server.last_headers["Authorization"] == f"Bearer {env_secret}"  # auth did reach the server
@@ -400,7 +433,7 @@ def test_header_values_never_leak(serve, monkeypatch, caplog) -> None:
     with pytest.raises(TeacherUnavailable) as unavailable:
         teacher.predict(inputs_for(teacher, 2))
     exposed = [str(caught.value), repr(caught.value), str(unavailable.value), caplog.text, repr(config),
-               str(config), repr(teacher.__dict__), json.dumps(teacher.describe()), repr(records)]
+               str(config), repr(teacher.__dict__), json.dumps(teacher.describe()), repr(ledger.drain())]
     for text in exposed:
         assert env_secret not in text and literal_secret not in text
     assert teacher.describe()["headers"] == ["X-Api-Key", "Authorization"]
@@ -517,11 +550,11 @@ def test_max_rps_spaces_requests_across_threads(serve) -> None:
 
 def test_ledger_gets_one_record_per_request(serve) -> None:
     server = serve(TINY, "kserve-v2")
-    records: list[RequestRecord] = []
-    budget = QueryBudget(1000)
-    teacher = HttpTeacher(make_config(server, batch_size=5), budget=budget, on_request=records.append)
+    ledger = Ledger(1000)
+    teacher = HttpTeacher(make_config(server, batch_size=5), ledger=ledger)
     for count in (5, 3, 1):
         teacher.predict(inputs_for(teacher, count))
+    records = ledger.drain()
     assert [(r.images, r.status, r.retries, r.charged, r.error) for r in records] == [
         (0, 200, 0, 0, None), (5, 200, 0, 5, None), (3, 200, 0, 3, None), (1, 200, 0, 1, None)]
     assert all(r.latency_s > 0 and abs(r.time - time.time()) < 60 for r in records)
@@ -561,6 +594,9 @@ def test_inputs_are_checked_before_sending(serve) -> None:
     ({"verify_tls": False}, "cannot be turned off"),
     ({"verify_tls": "/no/such/bundle.pem"}, "--ca-bundle"),
     ({"headers": (("X-A", "1"), ("x-a", "2"))}, "given twice"),
+    ({"protocol": "kserve-v1", "input_name": "x"}, "--input-name applies to --protocol kserve-v2, not kserve-v1"),
+    ({"protocol": "torchserve", "output_name": "x"}, "--output-name applies to --protocol kserve-v2 or kserve-v1"),
+    ({"input_name": ""}, "--input-name must name a tensor"),
 ])
 def test_config_errors_name_the_flag(options, flag) -> None:
     with pytest.raises(ValueError, match=flag):

@@ -1,0 +1,155 @@
+"""Slimmable students on the CIFAR-10 pair: in-place distillation with teacher assistants (IPKD-TA) vs
+in-place distillation from the widest width (IPKD) vs every width from the teacher's answers, vs each width
+trained on its own.
+
+The CIFAR teacher (teacher_cifar10_winml) labels a class-balanced subset of the CIFAR-10 train images as
+an unlabeled pool; students learn from its stored answers; fidelity (agreement with the teacher) and
+accuracy (against the CIFAR labels) are measured on the held-out part of the pool through each width's
+ONNX file. Targets: ta >= teacher at the two smallest widths; each width within 1 point of its separately
+trained counterpart; total time <= 1.5x the widest alone.
+
+    python benchmarks/slimmable_table.py [--images 5000] [--epochs 10] [--student resnet8] [--seeds 0]
+        [--widths 1.0,0.75,0.5,0.25] [--out runs/slimmable_table]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "assets" / "cifar10_jpg"
+TEACHER = ROOT.parent / "shared" / "assets" / "teacher_cifar10_winml" / "ImageClassifier.onnx"
+TEACHER_FLAGS = ["--mean", "127.5", "--std", "127.5"]
+CLASSES = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
+MODES = ("none", "teacher", "ta")
+
+
+def extractor(*args: object) -> dict:
+    command = [sys.executable, "-m", "extractor.cli", *map(str, args), "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
+    return json.loads(result.stdout)
+
+
+def cifar_subset(folder: Path, count: int) -> Path:
+    """The first ``count / 10`` train images of each class, as ``folder/<class>/<NNNN>.jpg``."""
+    if folder.is_dir() and sum(1 for _ in folder.rglob("*.jpg")) == count:
+        return folder
+    per_class: dict[str, list[str]] = defaultdict(list)
+    with open(CIFAR / "train_labels.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if len(per_class[row["class_name"]]) < count // 10:
+                per_class[row["class_name"]].append(row["path_in_zip"])
+    with zipfile.ZipFile(CIFAR / "train.zip") as archive:
+        for paths in per_class.values():
+            for path in paths:
+                target = folder / Path(path).relative_to("train")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.read(path))
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000, help="pool size (train images, class-balanced)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--student", default="resnet8")
+    parser.add_argument("--widths", default="1.0,0.75,0.5,0.25")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--heldout", type=float, default=0.2)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "slimmable_table")
+    args = parser.parse_args()
+    if not TEACHER.exists():
+        raise SystemExit(f"{TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
+    args.out.mkdir(parents=True, exist_ok=True)
+    images = cifar_subset(args.out / f"cifar{args.images}", args.images)
+    store = args.out / f"cifar{args.images}.db"
+    extractor("label", "--teacher", TEACHER, "--images", images, "--store", store, *TEACHER_FLAGS, "--quiet")
+    widths = [float(w) for w in args.widths.split(",")]
+    common = ["--store", store, "--student", args.student, "--epochs", args.epochs, "--heldout", args.heldout]
+    runs: dict[tuple[str, int], dict] = {}
+    for seed in args.seeds:
+        plans = {f"separate-w{w}": ["--width", w] for w in widths}
+        plans.update({mode: ["--slimmable", args.widths, "--inplace", mode] for mode in MODES})
+        for name, extra in plans.items():
+            out = args.out / f"{args.student}-{args.images}-e{args.epochs}-{name}-seed{seed}"
+            if not (out / "run.json").exists():
+                extractor("train", *common, "--out", out, "--seed", seed, "--quiet", *extra)
+            report = extractor("report", out, "--ground-truth", "folders", "--classes", CLASSES)
+            run = json.loads((out / "run.json").read_text())
+            runs[(name, seed)] = {"report": report, "run": run}
+            print(f"{name:14s} seed {seed}: fidelity {report['fidelity']:.3f}, "
+                  f"{run['train_seconds'] / 60:.1f} min", flush=True)
+    print()
+    print(table(runs, widths, args))
+
+
+def table(runs: dict, widths: list[float], args: argparse.Namespace) -> str:
+    def values(name: str, width: float, key: str) -> list[float]:
+        """Per seed: a slimmable run's row for ``width``, or a separate run's own figure."""
+        found = []
+        for (run_name, _), entry in runs.items():
+            if run_name == name:
+                rows = entry["report"].get("widths") or [{"width": width, key: entry["report"][key]}]
+                found += [row[key] for row in rows if row["width"] == width and row[key] is not None]
+        return found
+
+    def mean(name: str, width: float) -> float:
+        return statistics.mean(values(name, width, "fidelity"))
+
+    def cell(name: str, width: float, key: str = "fidelity") -> str:
+        found = values(name, width, key)
+        if not found:
+            return "n/a"
+        if len(found) == 1:
+            return f"{100 * found[0]:.1f}"
+        return f"{100 * statistics.mean(found):.1f} ± {100 * statistics.stdev(found):.1f}"
+
+    def minutes(names: list[str]) -> float:
+        return statistics.mean(sum(runs[(name, seed)]["run"]["train_seconds"] for name in names)
+                               for seed in args.seeds) / 60
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    first = runs[("ta", args.seeds[0])]
+    sizes = {row["width"]: row for row in first["report"]["widths"]}
+    lines = [(f"CIFAR-10 teacher -> slimmable {args.student}: {first['run']['train_images']} pool images trained on, "
+              f"{first['run']['heldout_images']} held out, {args.epochs} epochs, CPU, seeds {args.seeds}"),
+             "fidelity to the teacher % (accuracy against the CIFAR labels %) on the held-out pool images", "",
+             "| width | params | ONNX MB | separate | none | teacher (IPKD) | ta (IPKD-TA) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for width in widths:
+        cells = [f"{cell(name, width)} ({cell(name, width, 'accuracy')})"
+                 for name in (f"separate-w{width}", *MODES)]
+        lines.append(f"| {width} | {sizes[width]['params']:,} | {sizes[width]['size_mb']:.2f} | "
+                     + " | ".join(cells) + " |")
+    widest = minutes([f"separate-w{widths[0]}"])
+    lines += ["", f"training minutes per run (CPU, the whole `extractor train`): widest alone {widest:.1f}, "
+                  f"every width separately {minutes([f'separate-w{w}' for w in widths]):.1f}, "
+              + ", ".join(f"{mode} {minutes([mode]):.1f} ({minutes([mode]) / widest:.2f}x)" for mode in MODES)]
+    small = widths[-2:]
+    lines += ["", "targets:",
+              "- ta >= teacher at the two smallest widths: "
+              + ", ".join(f"w{w} {cell('ta', w)} vs {cell('teacher', w)}" for w in small)
+              + f" ({met(all(mean('ta', w) >= mean('teacher', w) for w in small))})"]
+    for mode in MODES:
+        gaps = {w: mean(mode, w) - mean(f"separate-w{w}", w) for w in widths}
+        lines.append(f"- {mode}: each width within 1 point of its separately trained counterpart: "
+                     + ", ".join(f"w{w} {100 * gap:+.1f}" for w, gap in gaps.items())
+                     + f" ({met(all(gap >= -0.01 for gap in gaps.values()))})")
+    lines.append(f"- ta total time <= 1.5x the widest alone: {minutes(['ta']) / widest:.2f}x "
+                 f"({met(minutes(['ta']) <= 1.5 * widest)})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Plain configuration of students and their training: no torch, so the CLI can build it at once."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from extractor.errors import ConfigError
+
+Targets = Literal["joint", "hard", "soft"]
+TARGETS: tuple[str, ...] = ("joint", "hard", "soft")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """What the student is trained to match."""
+
+    targets: Targets = "joint"
+    """The terms trained on: "joint" is hard + alpha * soft, "hard" labels only, "soft" alpha * soft only."""
+    alpha: float = 1.0
+    """Weight of the soft (KL) term."""
+    temperature: float = 4.0
+    """Softmax temperature T applied to both teacher and student for the soft term."""
+
+    def __post_init__(self) -> None:
+        if self.targets not in TARGETS:
+            raise ConfigError(f"--targets must be one of {TARGETS}, got {self.targets!r}")
+        if not math.isfinite(self.alpha) or self.alpha < 0:
+            raise ConfigError(f"--alpha must be a finite number >= 0, got {self.alpha}")
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ConfigError(f"--temperature must be a finite number > 0, got {self.temperature}")
+        if self.targets == "soft" and self.alpha == 0:
+            raise ConfigError("--targets soft with --alpha 0 trains on nothing; use --alpha > 0 or --targets hard")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """How the student is optimised.
+
+    The defaults (AdamW, short linear warmup, cosine decay to 0) train SqueezeNet from scratch on a
+    few thousand images; higher peak rates make the BatchNorm-free network diverge or stall.
+    """
+
+    epochs: int = 30
+    """Passes over the training tensors."""
+    batch_size: int = 64
+    """Images per optimizer step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate, reached after the warmup."""
+    weight_decay: float = 0.05
+    """Decoupled weight decay, applied to weights but not biases."""
+    warmup_frac: float = 0.05
+    """Fraction of all steps spent ramping the learning rate up linearly from ~0."""
+    seed: int = 0
+    """Seeds the shuffling and augmentation of every epoch (and, by the caller, the initial weights)."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ConfigError(f"--warmup must be in [0, 1), got {self.warmup_frac}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Which student learns, at what input size."""
+
+    architecture: str = "resnet20"
+    """A name from ``students.zoo.STUDENTS``."""
+    width: float = 1.0
+    """Channel multiplier (mobilenet_v3_small and the ResNets)."""
+    size: int | None = None
+    """Input side in pixels; None takes the teacher's own input side (at least 32)."""
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size < 32:
+            raise ConfigError(f"--size must be >= 32 pixels, got {self.size}")
+
+
+
+
+Inplace = Literal["none", "teacher", "ta"]
+INPLACE: tuple[str, ...] = ("none", "teacher", "ta")
+
+
+@dataclass(frozen=True)
+class SlimmableConfig:
+    """One slimmable student trained at several widths at once, and who teaches each width."""
+
+    widths: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    """Channel multipliers in (0, 1] of the architecture (--slimmable); kept widest first."""
+    inplace: Inplace = "ta"
+    """Who teaches the narrower widths (the widest always learns from the black-box teacher's answers):
+    "none" the teacher's answers too, "teacher" the widest width (IPKD), "ta" the next wider width (IPKD-TA)."""
+    sandwich: bool = True
+    """Each step trains the widest and narrowest widths plus ``random_widths`` of those between; False trains all."""
+    random_widths: int = 1
+    """Widths drawn per step from between the widest and the narrowest under the sandwich rule."""
+    calibration_images: int = 512
+    """Training images forwarded at each width to re-estimate its BatchNorm statistics after training."""
+
+    def __post_init__(self) -> None:
+        widths = self.widths
+        if not widths or any(not 0.0 < w <= 1.0 for w in widths) or len(set(widths)) != len(widths):
+            raise ConfigError(f"--slimmable takes distinct widths in (0, 1], e.g. 1.0,0.75,0.5,0.25; got {widths}")
+        object.__setattr__(self, "widths", tuple(sorted(widths, reverse=True)))
+        if self.inplace not in INPLACE:
+            raise ConfigError(f"--inplace must be one of {', '.join(INPLACE)}, got {self.inplace!r}")
+        if self.random_widths < 0:
+            raise ConfigError(f"random_widths must be >= 0, got {self.random_widths}")
+        if self.calibration_images < 2:
+            raise ConfigError(f"calibration_images must be >= 2 (BatchNorm statistics), got {self.calibration_images}")
+
+    @classmethod
+    def from_flags(cls, widths: str | None, inplace: str | None, sandwich: bool) -> SlimmableConfig | None:
+        """--slimmable '1.0,0.75,...', --inplace and --sandwich/--no-sandwich; None without --slimmable.
+
+        Raises:
+            ConfigError: On widths that are not numbers, or --inplace without --slimmable.
+        """
+        if widths is None:
+            if inplace is not None:
+                raise ConfigError("--inplace applies to slimmable students; add --slimmable WIDTHS")
+            return None
+        try:
+            values = tuple(float(part) for part in widths.replace(",", " ").split())
+        except ValueError:
+            raise ConfigError(f"--slimmable takes comma-separated widths, e.g. 1.0,0.75,0.5,0.25; got {widths!r}") from None
+        return cls(widths=values, inplace=inplace or cls.inplace, sandwich=sandwich)  # type: ignore[arg-type]
