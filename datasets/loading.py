@@ -20,6 +20,7 @@ from extractor.datasets.transforms import (
     decode_min_side,
     to_pixels,
 )
+from extractor.datasets.views import ViewSpec, apply_view
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class LoadRequest:
     face: FaceSpec | None = None
     """Crop to the face first (detection known, or None where the detector found none)."""
     detection: Detection | None = None
+    view: ViewSpec | None = None
+    """An augmented view of the preprocessed pixels (``datasets.views``); None for the plain image."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ def load_many(requests: Sequence[LoadRequest]) -> list[Loaded]:
     for request in requests:
         try:
             pixels = load_pixels(request.path, request.digest, request.spec, request.face, request.detection)
+            if request.view is not None:
+                pixels = apply_view(pixels, request.view, request.digest)
             results.append(Loaded(request, pixels))
         except (ImageDecodeError, NoFaceError) as exc:
             results.append(Loaded(request, None, str(exc)))

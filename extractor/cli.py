@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from extractor.errors import ExtractionError
-from extractor.students.config import DistillConfig, OptimConfig, SlimmableConfig, StudentConfig
+from extractor.students.config import DistillConfig, HintConfig, OptimConfig, SlimmableConfig, StudentConfig
 
 # rich_markup_mode=None: plain click help and usage errors; rendering them with rich costs ~0.15 s of imports.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -57,12 +57,27 @@ def label(
         help="kserve-v2: the input tensor's name [default: from the model's metadata, else input-0].")] = None,
     output_name: Annotated[Optional[str], typer.Option(
         help="Which named output holds the scores (ONNX, kserve-v2, kserve-v1) [default: the first].")] = None,
+    tensor_format: Annotated[str, typer.Option(
+        help="kserve-v2: auto | binary | json: tensors as raw bytes (binary tensor data extension) or JSON "
+             "numbers; auto: binary unless the server refuses it.")] = "auto",
     concurrency: Annotated[int, typer.Option(help="Teacher calls in flight at once.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per teacher call.")] = 64,
     workers: Annotated[int, typer.Option(help="Decode processes (0: decode inline).")] = os.cpu_count() or 1,
     budget: Annotated[Optional[int], typer.Option(help="Most images ever sent to the teacher for this job.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say how many images would be sent.")] = False,
     canary: Annotated[int, typer.Option(help="Re-query this many cached images; warn if answers changed.")] = 0,
+    views: Annotated[int, typer.Option(
+        help="Views per image: the plain image and K-1 deterministic augmented views, each a query (--budget "
+             "counts every view) with its own cache key; `extractor train` draws among them.")] = 1,
+    view_augment: Annotated[str, typer.Option(
+        help="What the augmented views of --views may do: a comma list of flip, shift, crop.")] = "flip,shift",
+    executor: Annotated[str, typer.Option(
+        help="local | ray: decode and ask the teacher on this machine, or on a Ray cluster (pip install "
+             "'extractor-distill[ray]').")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="--executor ray: the cluster, auto or HOST:PORT [default: start one on this machine].")] = None,
+    ray_actors: Annotated[int, typer.Option(
+        help="--executor ray: label workers, each loading the teacher once (0: one per cluster CPU).")] = 0,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -76,11 +91,16 @@ def label(
                            headers=tuple(header or ()), header_env=tuple(header_env or ()), timeout_s=timeout,
                            retries=retries, max_rps=max_rps, request_batch=request_batch,
                            classes=read_classes(classes), json_spec=json_spec, output_policy=output_policy,
-                           ca_bundle=ca_bundle, input_name=input_name, output_name=output_name)
+                           ca_bundle=ca_bundle, input_name=input_name, output_name=output_name,
+                           tensor_format=tensor_format)
     summary = run_label(source, images=images, store=store, size=size, channels=channels, mean=mean, std=std,
                         center_crop=center_crop, faces=face_spec, batch_size=batch_size, workers=workers, concurrency=concurrency,
-                        budget=budget, dry_run=dry_run, canary=canary, quiet=quiet or as_json)
+                        budget=budget, dry_run=dry_run, canary=canary, quiet=quiet or as_json, executor=executor,
+                        ray_address=ray_address, ray_actors=ray_actors, views=views,
+                        view_augment=tuple(a.strip() for a in view_augment.split(",") if a.strip()))
     _emit(summary, as_json)
+    if summary.data.get("stopped"):  # the summary says why; the exit status says the job did not finish
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -88,7 +108,13 @@ def train(
     store: StoreOption = Path("labels.db"),
     out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics and student.onnx.")] = Path("runs/student"),
     teacher: Annotated[Optional[list[str]], typer.Option(
-        help="Teacher fingerprint prefix, PREFIX:WEIGHT to weigh it; repeat to combine several teachers.")] = None,
+        help="Teacher fingerprint prefix or run directory, :WEIGHT to weigh it; repeat to combine several.")] = None,
+    parent: Annotated[Optional[Path], typer.Option(
+        help="A run directory whose student teaches (no query to the black box); first of the teachers.")] = None,
+    hint: Annotated[bool, typer.Option("--hint", help="Add a FitNet hint loss from the parent run's features.")] = False,
+    hint_weight: Annotated[float, typer.Option(help="With --hint: weight of the hint loss.")] = HintConfig.weight,
+    hint_layer: Annotated[str, typer.Option(
+        help="With --hint: CHILD_MODULE[:PARENT_MODULE] whose outputs are matched.")] = HintConfig.student_layer,
     student: Annotated[str, typer.Option(
         help="squeezenet1_1 | mobilenet_v3_small | resnet8 | resnet20")] = StudentConfig.architecture,
     width: Annotated[float, typer.Option(help="Channel multiplier (mobilenet_v3_small, resnets).")] = 1.0,
@@ -120,7 +146,8 @@ def train(
     from extractor.commands import run_train
     from extractor.config import TeacherChoice, TrainConfig
 
-    cfg = TrainConfig(store=store, out=out, teachers=tuple(TeacherChoice.parse(t) for t in teacher or ()),
+    teachers = ((TeacherChoice(run=parent),) if parent else ()) + tuple(TeacherChoice.parse(t) for t in teacher or ())
+    cfg = TrainConfig(store=store, out=out, teachers=teachers, hint=HintConfig.from_flags(hint, hint_weight, hint_layer),
                       student=StudentConfig(architecture=student, width=width, size=size), heldout=heldout,
                       split_by=split_by, resume=resume, workers=workers, quiet=quiet or as_json, device=device,
                       augment=tuple(a.strip() for a in augment.split(",") if a.strip() and augment != "none"),
@@ -128,6 +155,50 @@ def train(
                       optim=OptimConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
                       slimmable=SlimmableConfig.from_flags(slimmable, inplace, sandwich))
     _emit(run_train(cfg), as_json)
+
+
+@app.command()
+def chain(
+    links: Annotated[str, typer.Option(help="Students in order, architecture[:width] comma-separated, e.g. "
+                                            "squeezenet1_1,resnet20:0.5,resnet8:0.5.")],
+    store: StoreOption = Path("labels.db"),
+    out: Annotated[Path, typer.Option(help="Chain directory: one run directory per link, chain.json.")] = Path("runs/chain"),
+    children: Annotated[int, typer.Option(help="Children per link (seeds); the best by held-out fidelity teaches on.")] = 1,
+    stop_drop: Annotated[Optional[float], typer.Option(
+        help="Stop after the first link more than this many fidelity points below the first link.")] = None,
+    teacher: Annotated[Optional[list[str]], typer.Option(
+        help="The first link's teachers, as for `extractor train --teacher`.")] = None,
+    hint: Annotated[bool, typer.Option("--hint", help="Add a FitNet hint from each link's parent.")] = False,
+    hint_weight: Annotated[float, typer.Option(help="With --hint: weight of the hint loss.")] = HintConfig.weight,
+    size: Annotated[Optional[int], typer.Option(help="Every link's input side in px (>= 32) [default: the teacher's].")] = None,
+    targets: Annotated[str, typer.Option(help="joint | hard | soft: what each link learns from.")] = "joint",
+    alpha: Annotated[float, typer.Option(help="Weight of the soft (KL) term.")] = DistillConfig.alpha,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = DistillConfig.temperature,
+    epochs: Annotated[int, typer.Option(help="Passes over the training images, per link.")] = OptimConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = OptimConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = OptimConfig.lr,
+    augment: Annotated[str, typer.Option(help="none, or a comma list of flip, shift.")] = "flip,shift",
+    seed: Annotated[int, typer.Option(help="Seed of the first child of each link (the others: seed+1, ...).")] = 0,
+    heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,
+    split_by: Annotated[Optional[tuple[Path, str]], typer.Option(help="CSV COLUMN: hold out whole groups (people).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (auto: CUDA when present).")] = "auto",
+    workers: Annotated[int, typer.Option(help="Decode processes for the one-time tensor cache.")] = os.cpu_count() or 1,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Distil a chain of students, each from the one before (teacher assistants, iterative distillation)."""
+    from extractor.chain import ChainConfig, Link, run_chain
+    from extractor.config import TeacherChoice, TrainConfig
+
+    train = TrainConfig(store=store, out=out, teachers=tuple(TeacherChoice.parse(t) for t in teacher or ()),
+                        student=StudentConfig(size=size), heldout=heldout, split_by=split_by, workers=workers,
+                        quiet=quiet or as_json, device=device,
+                        augment=tuple(a.strip() for a in augment.split(",") if a.strip() and augment != "none"),
+                        distill=DistillConfig(targets=targets, alpha=alpha, temperature=temperature),  # type: ignore[arg-type]
+                        optim=OptimConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
+    cfg = ChainConfig(train=train, links=Link.parse_list(links), children=children, stop_drop=stop_drop,
+                      hint=HintConfig.from_flags(hint, hint_weight, HintConfig.student_layer))
+    _emit(run_chain(cfg), as_json)
 
 
 @app.command()

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 from extractor.config import LabelConfig
 from extractor.datasets.faces import FaceDetector, FaceSpec
 from extractor.datasets.transforms import PreprocessSpec
+from extractor.datasets.views import training_views
 from extractor.errors import ConfigError, InputNotFound
 from extractor.jobs import LabelSummary, label_dataset
 from extractor.result import Result
 from extractor.store import LabelStore
-from extractor.teacher_source import TeacherSource, open_teacher
+from extractor.teacher_source import TeacherOpener, TeacherSource, open_teacher
 from extractor.teachers.base import Teacher
 
 if TYPE_CHECKING:
@@ -55,15 +56,19 @@ def resolve_preprocess(teacher: Teacher, size: int | None, channels: str | None,
 def run_label(source: TeacherSource, *, images: Path, store: Path, size: int | None, channels: str | None,
               mean: str | None, std: str | None, center_crop: float, faces: FaceSpec, batch_size: int,
               workers: int, concurrency: int, budget: int | None, dry_run: bool, canary: int,
-              quiet: bool) -> Result:
+              quiet: bool, executor: str = "local", ray_address: str | None = None, ray_actors: int = 0,
+              views: int = 1, view_augment: tuple[str, ...] = ("flip", "shift")) -> Result:
+    extra_views = training_views(views, view_augment)  # checks --views before the teacher is opened
     model = open_teacher(source)
     spec = resolve_preprocess(model, size, channels, mean, std, center_crop)
     cfg = LabelConfig(images=images, store=store, preprocess=spec, faces=faces, batch_size=batch_size,
                       workers=workers, concurrency=concurrency, budget=budget, dry_run=dry_run, canary=canary,
-                      quiet=quiet)
+                      quiet=quiet, executor=executor, ray_address=ray_address, ray_actors=ray_actors,
+                      views=extra_views)
     detector = FaceDetector() if faces.mode != "none" else None
     with LabelStore(store) as label_store:
-        summary = label_dataset(cfg, model, label_store, detector=detector)
+        summary = label_dataset(cfg, model, label_store, detector=detector, opener=TeacherOpener.of(source),
+                                source=source.as_data())
     return Result(summary.as_dict(), format_label_summary(summary, store))
 
 
@@ -77,13 +82,18 @@ def format_label_summary(summary: LabelSummary, store: Path) -> str:
         f"images found    {summary.images}" + (f" ({summary.duplicates} duplicate files)" if summary.duplicates else ""),
         f"labeled now     {summary.labeled}",
         f"already cached  {summary.cached}",
+        *([f"views           {summary.views} per image ({summary.view_cached} augmented views already cached)"]
+          if summary.views > 1 else []),
         *([f"faces detected  {summary.faces_detected}"] if summary.faces_detected else []),
         f"skipped         {summary.skipped} (not images)",
         f"failed          {summary.failed}"
         + (f" ({summary.not_images} named like images but not images)" if summary.not_images else ""),
-        f"teacher queries {summary.queries}",
+        f"teacher queries {summary.queries}"
+        + (f" (tensors in {summary.tensor_format})" if summary.tensor_format else ""),
         f"time            {summary.seconds:.1f} s ({summary.images_per_s:.0f} img/s)",
     ]
+    if summary.stopped:
+        lines.append(f"stopped         {summary.stopped}; {summary.pending} images left for the next run")
     if summary.skipped_budget:
         lines.append(f"held back       {summary.skipped_budget} by --budget (re-run with a larger budget)")
     if summary.canary_checked:
@@ -139,7 +149,9 @@ def run_train(cfg: TrainConfig) -> Result:
     result = (train_slimmable if cfg.slimmable else train_student)(cfg)
     text = (f"student trained: {result.fidelity:.1%} held-out fidelity on {result.heldout_images} images "
             f"({result.train_images} trained on, {result.epochs} epochs, {result.seconds / 60:.1f} min)\n"
-            f"ONNX export {result.out / 'student.onnx'} matches torch within {result.onnx_max_abs_diff:.1e}\n"
+            + (f"agreement with the parent run's student {result.fidelity_to_parent:.1%} (fidelity above: to the "
+               "original black-box teacher)\n" if result.fidelity_to_parent is not None else "")
+            + f"ONNX export {result.out / 'student.onnx'} matches torch within {result.onnx_max_abs_diff:.1e}\n"
             + (f"slimmable widths {', '.join(map(str, cfg.slimmable.widths))}: student_w{{width}}.onnx each\n"
                if cfg.slimmable else "")
             + f"next: extractor report {result.out}")
@@ -152,12 +164,17 @@ def run_report(run_dir: Path, *, ground_truth: str | None, label_column: str, cl
     from extractor.datasets.ground_truth import from_csv, from_folders
     from extractor.report import build_report
 
-    if not (run_dir / "run.json").exists():
-        raise InputNotFound(f"{run_dir} is not a training run (no run.json); run `extractor train` first")
+    from extractor.chain import CHAIN_FILE, chain_runs
+
+    runs = chain_runs(run_dir) if (run_dir / CHAIN_FILE).exists() else [run_dir]
+    if not runs or not (runs[0] / "run.json").exists():
+        raise InputNotFound(f"{run_dir} is not a training run (no run.json) nor a chain with a finished link; "
+                            "run `extractor train` or `extractor chain` first")
     truth = None
     if ground_truth:
-        run = json.loads((run_dir / "run.json").read_text())
-        paths = pd.read_csv(run_dir / "heldout.csv", dtype={"relative_path": str})["relative_path"].tolist()
+        run = json.loads((runs[0] / "run.json").read_text())
+        paths = sorted({path for directory in runs for path in pd.read_csv(
+            directory / "heldout.csv", dtype={"relative_path": str})["relative_path"]})
         truth = (from_folders(Path("."), paths) if ground_truth == "folders"
                  else from_csv(Path(ground_truth), label_column, paths))
         if not truth:

@@ -9,8 +9,12 @@ from pathlib import Path
 
 from extractor.datasets.faces import FaceSpec
 from extractor.datasets.transforms import PreprocessSpec
+from extractor.datasets.views import ViewSpec
 from extractor.errors import ConfigError
-from extractor.students.config import DistillConfig, OptimConfig, SlimmableConfig, StudentConfig
+from extractor.students.config import DistillConfig, HintConfig, OptimConfig, SlimmableConfig, StudentConfig
+
+
+EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,25 @@ class LabelConfig:
     """Re-query this many cached images and warn if the teacher's answers changed."""
     quiet: bool = False
     """No progress bar."""
+    executor: str = "local"
+    """Where decoding and the teacher's calls run: "local" (this machine) or "ray" (a Ray cluster)."""
+    ray_address: str | None = None
+    """--executor ray: the cluster to join ("auto", or HOST:PORT); None starts one on this machine."""
+    ray_actors: int = 0
+    """--executor ray: label workers, each loading the teacher once; 0 for one per CPU of the cluster."""
+    views: tuple[ViewSpec, ...] = ()
+    """Augmented views of each image sent besides the plain one (--views K: K-1 of them), each with its own
+    cache key; --budget counts every view."""
+    only: tuple[str, ...] | None = None
+    """Content digests to label (the invariance probe's sample); None labels every image in ``images``."""
 
     def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.executor != "ray" and (self.ray_address is not None or self.ray_actors):
+            raise ConfigError("--ray-address and --ray-actors apply to --executor ray")
+        if self.ray_actors < 0:
+            raise ConfigError(f"--ray-actors must be >= 0, got {self.ray_actors}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
@@ -54,31 +75,73 @@ class LabelConfig:
 
     def as_data(self) -> dict:
         data = asdict(self)
+        data["only"] = None if self.only is None else len(self.only)  # a count: the digests are the job's rows
+        data["views"] = [view.as_data() for view in self.views]
         return {key: str(value) if isinstance(value, Path) else value for key, value in data.items()}
 
 
-AUGMENTATIONS: tuple[str, ...] = ("flip", "shift")
+AUGMENTATIONS: tuple[str, ...] = ("flip", "shift", "crop")
+AUTO = "auto"
+"""--augment auto: the invariance probe chooses (``extractor.invariance``)."""
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The invariance probe `extractor train` runs before training when --augment is auto."""
+
+    images: int = 256
+    """Stored images the teacher is asked about under each augmentation (0: no probe, the safe default)."""
+    max_change: float = 0.35
+    """An augmentation is used with the stored answer when the teacher's answer changes on fewer than this
+    share of the probed images; otherwise only through bought views, if any."""
+    teacher_source: str | None = None
+    """Where to reach the teacher (an .onnx file or an http(s) URL); None: as recorded by `extractor label`."""
+    budget: int | None = None
+    """Most images the probe may send; None: the label job's own --budget, if it had one."""
+
+    def __post_init__(self) -> None:
+        if self.images < 0:
+            raise ConfigError(f"--probe-images must be >= 0, got {self.images}")
+        if not 0.0 < self.max_change <= 1.0:
+            raise ConfigError(f"--probe-max-change must be in (0, 1], got {self.max_change}")
+        if self.budget is not None and self.budget < 0:
+            raise ConfigError(f"--probe-budget must be >= 0, got {self.budget}")
 
 
 @dataclass(frozen=True)
 class TeacherChoice:
-    """One teacher whose stored answers a student learns from, and its weight among several."""
+    """One teacher whose stored answers a student learns from, and its weight among several: a black box's
+    answers by fingerprint prefix, or a trained run, whose student labels the same images at no query cost."""
 
-    prefix: str
-    """A fingerprint prefix in the store."""
+    prefix: str = ""
+    """A fingerprint prefix in the store; empty when ``run`` is given."""
     weight: float = 1.0
+    run: Path | None = None
+    """A run directory written by `extractor train` (a white-box parent)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.run, str):  # from a config.json
+            object.__setattr__(self, "run", Path(self.run))
+        if bool(self.prefix) == (self.run is not None):
+            raise ConfigError(f"--teacher names a fingerprint prefix or a run directory, got {self.prefix!r} "
+                              f"and {self.run}")
+        if not math.isfinite(self.weight) or self.weight <= 0:
+            raise ConfigError(f"--teacher takes a weight > 0, got {self.weight}")
 
     @classmethod
     def parse(cls, text: str) -> TeacherChoice:
-        """'PREFIX' or 'PREFIX:WEIGHT' (--teacher)."""
-        prefix, _, weight = text.partition(":")
+        """'PREFIX', 'RUN_DIR', 'PREFIX:WEIGHT' or 'RUN_DIR:WEIGHT' (--teacher); an existing directory is a run."""
+        name, colon, weight = text.rpartition(":")
+        if not colon:
+            name, weight = text, ""
         try:
             value = float(weight) if weight else 1.0
         except ValueError:
-            raise ConfigError(f"--teacher takes PREFIX or PREFIX:WEIGHT, got {text!r}") from None
-        if not prefix or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"--teacher takes PREFIX or PREFIX:WEIGHT with a weight > 0, got {text!r}")
-        return cls(prefix, value)
+            name, value = text, 1.0  # a colon inside a path
+        if not name or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"--teacher takes PREFIX, RUN_DIR, PREFIX:WEIGHT or RUN_DIR:WEIGHT with a weight > 0, "
+                              f"got {text!r}")
+        return cls(run=Path(name), weight=value) if Path(name).is_dir() else cls(name, value)
 
 
 @dataclass(frozen=True)
@@ -95,8 +158,16 @@ class TrainConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    augment: tuple[str, ...] = AUGMENTATIONS
-    """Label-preserving augmentations applied with the stored answer: any of "flip", "shift"."""
+    augment: tuple[str, ...] = (AUTO,)
+    """Augmentations applied with the stored answer: any of "flip", "shift", "crop", or ("auto",) for the
+    invariance probe's choice."""
+    shift_frac: float = 0.125
+    """Largest translation of "shift", as a fraction of the side."""
+    crop_scale: float = 0.75
+    """Smallest crop side of "crop", as a fraction of the side (resized back)."""
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    views: int | None = None
+    """Use at most this many stored views per training image (1: the plain image only); None: all stored."""
     heldout: float = 0.1
     """Fraction held out (by content digest, or by group with split_by)."""
     split_by: tuple[Path, str] | None = None
@@ -109,17 +180,31 @@ class TrainConfig:
     """auto | cpu | cuda | cuda:N; auto takes CUDA when present."""
     slimmable: SlimmableConfig | None = None
     """Train one slimmable student at several widths (in-place distillation); None trains one plain student."""
+    hint: HintConfig | None = None
+    """Add a FitNet hint from the first teacher that is a run (its student as a white box); None adds none."""
     quiet: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.heldout < 1.0:
             raise ConfigError(f"--heldout must be in (0, 1), got {self.heldout}")
+        if isinstance(self.probe, dict):  # from a config.json
+            object.__setattr__(self, "probe", ProbeConfig(**self.probe))
         unknown = set(self.augment) - set(AUGMENTATIONS)
-        if unknown:
-            raise ConfigError(f"--augment takes none or a comma list of {', '.join(AUGMENTATIONS)}; "
+        if unknown and (tuple(self.augment) != (AUTO,)):
+            raise ConfigError(f"--augment takes auto, none or a comma list of {', '.join(AUGMENTATIONS)}; "
                               f"got {', '.join(sorted(unknown))}")
+        if not 0.0 < self.shift_frac < 0.5:
+            raise ConfigError(f"--shift must be in (0, 0.5), got {self.shift_frac}")
+        if not 0.0 < self.crop_scale < 1.0:
+            raise ConfigError(f"--crop-scale must be in (0, 1), got {self.crop_scale}")
+        if self.views is not None and self.views < 1:
+            raise ConfigError(f"--views must be >= 1 (1: the plain image only), got {self.views}")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.hint is not None and not any(choice.run for choice in self.teachers):
+            raise ConfigError("--hint needs a parent run: --parent RUN_DIR or --teacher RUN_DIR")
+        if self.hint is not None and self.slimmable is not None:
+            raise ConfigError("--hint and --slimmable exclude each other")
         if self.slimmable is not None and self.student.width != 1.0:
             raise ConfigError("--width and --slimmable exclude each other: the widths of --slimmable are "
                               "multipliers of the full architecture")

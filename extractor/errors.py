@@ -43,3 +43,8 @@ class QueryBudgetExceeded(TeacherError):
 
 class MalformedAnswer(TeacherError):
     """The teacher answered, but the answer is not a usable prediction."""
+
+
+class UnreadableAnswer(MalformedAnswer):
+    """The answer's body cannot be read at all (not JSON, binary tensors cut short): a transport fault,
+    retried like a 5xx; an answer that reads but is wrong (NaN, wrong shape) is a plain MalformedAnswer."""

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -15,21 +13,22 @@ from tqdm import tqdm
 from extractor.config import LabelConfig
 from extractor.datasets.faces import FaceDetector
 from extractor.datasets.folder import FolderFile, hash_files, list_files, looks_like_image
-from extractor.datasets.loading import Loaded, LoadRequest, load_many, load_parallel
-from extractor.datasets.transforms import normalize
-from extractor.errors import ConfigError
+from extractor.datasets.loading import LoadRequest, load_many
+from extractor.datasets.views import ViewSpec
+from extractor.errors import CacheError, ConfigError
+from extractor.executors import Answered, Executor, Stream, TeacherCall, TeacherOpener, make_executor
 from extractor.face_stage import FaceStage
 from extractor.fingerprint import stable_hash
-from extractor.ledger import Ledger, RequestRecord
+from extractor.ledger import Ledger
 from extractor.store import Failure, LabelRow, LabelStore
-from extractor.teachers.base import (
-    MalformedAnswer,
-    QueryBudgetExceeded,
-    Teacher,
-    TeacherOutput,
-)
+from extractor.teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherOutput, TeacherUnavailable
 
 log = logging.getLogger(__name__)
+
+DOWN_AFTER_FAILED_REQUESTS = 8
+"""Teacher requests in a row that bring no usable answer, each after its own retries, before a job stops:
+the teacher is down, or answers nothing usable. Any one such request only fails its images (the next run
+asks about them again; those of a request that ran out of retries are asked once more in this run)."""
 
 @dataclass(frozen=True)
 class LabelSummary:
@@ -54,6 +53,16 @@ class LabelSummary:
     canary_changed: int = 0
     faces_detected: int = 0
     """Images the face detector ran on in this job (0 when every detection was stored)."""
+    views: int = 1
+    """Views of each image asked about: the plain image and ``views - 1`` augmented ones (--views)."""
+    view_cached: int = 0
+    """(image, augmented view) answers already stored."""
+    tensor_format: str | None = None
+    """How kserve-v2 tensors travelled: "binary" or "json"; None for other teachers."""
+    stopped: str | None = None
+    """Why the job stopped before its end (the teacher down), or None."""
+    pending: int = 0
+    """Images a stopped job did not get to; the next run asks about them."""
 
     @property
     def images_per_s(self) -> float:
@@ -82,9 +91,16 @@ def spec_data_of(cfg: LabelConfig, detector: FaceDetector | None) -> dict:
     return data
 
 
+def view_spec_data(spec_data: dict, view: ViewSpec | None) -> dict:
+    """The spec of one augmented view of the teacher's input: its hash keys the view's answers apart."""
+    return spec_data if view is None else {**spec_data, "view": view.as_data()}
+
+
 def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
-                  detector: FaceDetector | None = None) -> LabelSummary:
-    """Labels every image under ``cfg.images`` that the store has no answer for.
+                  detector: FaceDetector | None = None, opener: TeacherOpener | None = None,
+                  source: dict | None = None) -> LabelSummary:
+    """Labels every image under ``cfg.images`` that the store has no answer for, then each of ``cfg.views``
+    of every image with an answer (each view under its own preprocessing fingerprint).
 
     The job owns the query ledger: ``cfg.budget`` less what earlier runs of the same job sent (from the
     store) is what this run may send, charged before each request and recorded with each batch.
@@ -95,6 +111,9 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
         store: where answers, failures, request records and face detections land, one transaction
             per answered batch.
         detector: finds faces when ``cfg.faces`` asks for them; detections are stored and reused.
+        opener: opens the same teacher in another process (``cfg.executor == "ray"`` needs it).
+        source: how to reach the teacher again (``TeacherSource.as_data()``), recorded with it so that
+            `extractor train` can probe it; None keeps what an earlier job recorded.
     """
     started = time.perf_counter()
     spec_data = spec_data_of(cfg, detector)
@@ -104,38 +123,72 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     files = hash_files(list_files(root), known, workers=cfg.workers or 1)
     store.record_files(str(root), ((f.relative_path, f.size, f.mtime_ns, f.digest) for f in files
                                    if known.get(f.relative_path) != (f.size, f.mtime_ns, f.digest)))
+    if cfg.only is not None:
+        wanted = set(cfg.only)
+        files = [f for f in files if f.digest in wanted]
     cached = store.cached_digests(teacher.fingerprint, preprocess, {f.digest for f in files})
     images = [f for f in files if f.digest in cached or looks_like_image(f)]  # only misses are sniffed
     unique = list({f.digest: f for f in reversed(images)}.values())[::-1]
     misses = [f for f in unique if f.digest not in cached]
-    identity = job_identity(teacher.fingerprint, preprocess, root)
+    # Every view of every image is one query; the plain images come first, then view 1 of each, and so on:
+    # a budget that cannot pay for all of them buys the plain answers first.
+    views = {view: preprocess_fingerprint(view_spec_data(spec_data, view)) for view in cfg.views}
+    plan: list[tuple[ViewSpec | None, list[FolderFile]]] = [(None, misses)]
+    view_cached = 0
+    for view, view_preprocess in views.items():
+        done = store.cached_digests(teacher.fingerprint, view_preprocess, {f.digest for f in unique})
+        view_cached += len(done)
+        plan.append((view, [f for f in unique if f.digest not in done]))
+    identity = job_identity(teacher.fingerprint, preprocess, root)  # one job, one budget, whatever the views
     ledger = Ledger(cfg.budget, used=store.images_sent(identity))
     skipped, allowed = 0, ledger.remaining
     if allowed is not None:
-        skipped, misses = max(0, len(misses) - allowed), misses[:allowed]
+        skipped = max(0, sum(len(group) for _, group in plan) - allowed)
+        plan = _within(plan, allowed)
+    planned = sum(len(group) for _, group in plan)
     summary = dict(images=len(images), skipped=len(files) - len(images), cached=len(cached),
-                   duplicates=len(images) - len(unique), skipped_budget=skipped)
+                   duplicates=len(images) - len(unique), skipped_budget=skipped, views=1 + len(views),
+                   view_cached=view_cached)
     if cfg.dry_run:
-        return LabelSummary(labeled=0, failed=0, queries=len(misses), dry_run=True,
+        return LabelSummary(labeled=0, failed=0, queries=planned, dry_run=True,
                             seconds=time.perf_counter() - started, **summary)
     description = _describe(teacher)
-    store.register(teacher.fingerprint, description, teacher.num_classes, description.get("classes") or None,
-                   preprocess, spec_data)
+    if source is not None:
+        description["source"] = source
+    else:
+        description.update(_recorded_source(store, teacher.fingerprint))
+    for view_preprocess, view_data in [(preprocess, spec_data)] + [
+            (fp, view_spec_data(spec_data, view)) for view, fp in views.items()]:
+        store.register(teacher.fingerprint, description, teacher.num_classes, description.get("classes") or None,
+                       view_preprocess, view_data)
+    call = TeacherCall(teacher, ledger, cfg.preprocess)
+    executor = make_executor(cfg, call, opener)  # before the job is recorded: a missing extra is a config error
     job_id = store.begin_job("label", identity, teacher.fingerprint, preprocess, str(root), cfg.as_data())
     faces = FaceStage(detector, cfg.faces, cfg.preprocess, workers=cfg.workers) \
         if detector and cfg.faces.mode != "none" else None
-    run = _LabelRun(cfg, teacher, store, job_id, preprocess, ledger, faces)
+    run = _LabelRun(cfg, teacher, store, job_id, preprocess, faces, call, executor)
     status = "failed"
     try:
         if cfg.canary:
             run.canary([f for f in unique if f.digest in cached][: cfg.canary])
-        run.label(misses)
+        for view, group in plan:
+            if view is None:
+                run.label(group)
+                continue
+            # A view only of images with a plain answer: a file that failed is not asked about again.
+            answered = store.cached_digests(teacher.fingerprint, preprocess, {f.digest for f in group})
+            run.label_view(view, views[view], [f for f in group if f.digest in answered])
         status = "done" if not skipped else "budget"
     except QueryBudgetExceeded as exc:  # retries used up the rest: stop cleanly, keep what was answered
         log.warning("stopped: %s", exc)
         status = "budget"
-        summary["skipped_budget"] += len(misses) - run.labeled - run.failed
+        summary["skipped_budget"] += planned - run.labeled - run.failed
+    except TeacherUnavailable as exc:  # down: stop with a summary, keep what was answered
+        log.warning("stopped: %s", exc)
+        status = "stopped"
+        summary.update(stopped=str(exc), pending=planned - run.labeled - run.failed)
     finally:
+        summary["tensor_format"] = getattr(teacher, "tensor_format", None)
         result = LabelSummary(labeled=run.labeled, failed=run.failed, queries=run.queries, job_id=job_id,
                               not_images=run.not_images, seconds=time.perf_counter() - started,
                               canary_checked=run.canary_checked, canary_changed=run.canary_changed,
@@ -144,51 +197,102 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     return result
 
 
+def _within(plan: list[tuple[ViewSpec | None, list[FolderFile]]], allowed: int
+            ) -> list[tuple[ViewSpec | None, list[FolderFile]]]:
+    """The plan cut to the first ``allowed`` queries, in order."""
+    kept = []
+    for view, group in plan:
+        kept.append((view, group[:allowed]))
+        allowed -= len(kept[-1][1])
+    return kept
+
+
+def _recorded_source(store: LabelStore, fingerprint: str) -> dict:
+    """{"source": ...} as an earlier job recorded it for this teacher, or {}."""
+    try:
+        recorded = store.teacher(fingerprint)
+    except CacheError:
+        return {}
+    return {"source": recorded["source"]} if recorded.get("source") else {}
+
+
 class _LabelRun:
-    """The pipelined part of one job: workers decode while the teacher answers."""
+    """The pipelined part of one job: the executor decodes and asks the teacher; each answer is committed here."""
 
     def __init__(self, cfg: LabelConfig, teacher: Teacher, store: LabelStore, job_id: int, preprocess: str,
-                 ledger: Ledger, faces: FaceStage | None) -> None:
+                 faces: FaceStage | None, call: TeacherCall, executor: Executor) -> None:
         self.cfg, self.teacher, self.store, self.faces = cfg, teacher, store, faces
-        self.job_id, self.preprocess, self.ledger = job_id, preprocess, ledger
-        use_ledger = getattr(teacher, "use_ledger", None)  # a bare predict-only teacher is metered here
-        self.teacher_meters = bool(use_ledger(ledger)) if callable(use_ledger) else False
+        self.job_id, self.preprocess, self.call, self.executor = job_id, preprocess, call, executor
+        self.ledger = call.ledger
         self.labeled = self.failed = self.queries = self.not_images = 0
         self.canary_checked = self.canary_changed = 0
         self.pending_failures: list[Failure] = []
         self.unit = min(cfg.batch_size, teacher.max_batch or cfg.batch_size)
+        self.deferred: list[tuple[LoadRequest, str]] = []
+        """Images of requests that ran out of retries, with the reason: asked once more after the others."""
+        self.unpaid: list[LoadRequest] = []
+        """Images a budget refusal left unasked."""
+        self.last_try = False
+        self.failed_in_a_row = 0
+        self.view: ViewSpec | None = None
+        """The augmented view being asked about (its answers go under its own preprocessing), or None."""
+
+    def label_view(self, view: ViewSpec, preprocess: str, files: Sequence[FolderFile]) -> None:
+        """Asks about ``view`` of each file, its answers stored under ``preprocess`` (the view's fingerprint)."""
+        self.view, self.preprocess, self.last_try = view, preprocess, False
+        self.label(files)
 
     def label(self, misses: Sequence[FolderFile]) -> None:
         if not misses:
             return
-        requests = self._requests(misses)
         bar = tqdm(total=len(misses), unit="img", desc="labeling", disable=self.cfg.quiet, leave=False)
-        in_flight: deque[tuple[list[Loaded], Future[TeacherOutput]]] = deque()
-        with load_parallel(requests, self.cfg.workers) as loaded, \
-                ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="teacher") as calls:
-            try:
-                for unit in self._units(loaded, bar):
-                    in_flight.append((unit, calls.submit(self._predict, self._inputs(unit))))
-                    # One call more than the threads can run: its input is ready the moment a thread is free.
-                    while len(in_flight) > self.cfg.concurrency:
-                        self._settle(*in_flight.popleft(), bar)
-                while in_flight:
-                    self._settle(*in_flight.popleft(), bar)
-                self._commit([])
-            except BaseException:
-                self._keep_paid_answers(in_flight, bar)
-                raise
-            finally:
-                bar.close()
+        try:
+            self._pass(self._requests(misses), bar)
+            again, self.deferred, self.last_try = self.deferred, [], True
+            if again:
+                log.warning("asking once more about %d images whose requests failed after every retry", len(again))
+                self._pass((request for request, _ in again), bar)
+        finally:
+            for request, reason in self.deferred:  # the job stopped early: failures the next run asks about
+                self._fail(request, "teacher", reason)
+            self._commit([])
+            bar.close()
 
-    def _keep_paid_answers(self, in_flight: deque, bar: tqdm) -> None:
-        """After a failure, cancels the calls not yet started and stores what the started ones bring
-        back: an answer that was paid for is never thrown away."""
-        for unit, future in in_flight:
-            if future.cancel():
-                continue
+    def _pass(self, requests: Iterator[LoadRequest], bar: tqdm) -> None:
+        try:
+            with self.executor.answer(requests, self.unit) as stream:
+                try:
+                    for answered in stream:
+                        self._settle(answered, bar)
+                    self._commit([])
+                except BaseException:
+                    self._keep_paid_answers(stream, bar)
+                    raise
+        except QueryBudgetExceeded:
+            self._spend_the_rest(bar)
+            raise
+
+    def _spend_the_rest(self, bar: tqdm) -> None:
+        """After a budget refusal, asks about as many refused images as the budget still pays for, one
+        request at a time: retries that used a whole batch's share end the job at its budget, not short of it."""
+        while self.unpaid and self.ledger.remaining:
+            count = min(self.ledger.remaining, self.unit)
+            batch, self.unpaid = self.unpaid[:count], self.unpaid[count:]
+            with self.executor.answer(iter(batch), count) as stream:
+                try:
+                    for answered in stream:
+                        self._settle(answered, bar)
+                except QueryBudgetExceeded:  # its retry found the budget spent; the loop sees it
+                    pass
+            self._commit([])
+
+    def _keep_paid_answers(self, stream: Stream, bar: tqdm) -> None:
+        """After a failure, sends nothing more and stores what the calls in flight bring back: an answer
+        that was paid for is never thrown away."""
+        stream.stop()
+        for answered in stream:
             try:
-                self._settle(unit, future, bar)
+                self._settle(answered, bar)
             except Exception as exc:  # the job is failing already; this call's own error is secondary
                 log.debug("a teacher call in flight also failed: %s", exc)
         self._commit([])
@@ -201,10 +305,10 @@ class _LabelRun:
         try:
             for start in range(0, len(loaded), self.unit):
                 unit = loaded[start:start + self.unit]
-                output = self._predict(self._inputs(unit))
+                output = self.call([item.pixels for item in unit])
                 self.queries += len(unit)
                 self._commit([])
-                for row in _rows(unit, output):
+                for row in _rows([item.request for item in unit], output):
                     before = stored.loc[row.digest]
                     changed = row.label != before["label"] or (
                         row.soft is not None and before["soft"] is not None
@@ -219,71 +323,53 @@ class _LabelRun:
 
     def _requests(self, files: Sequence[FolderFile]) -> Iterator[LoadRequest]:
         if self.faces is None:
-            return (LoadRequest(f.path, f.digest, self.cfg.preprocess) for f in files)
+            return (LoadRequest(f.path, f.digest, self.cfg.preprocess, view=self.view) for f in files)
         known = self.store.detections(self.faces.fingerprint, (f.digest for f in files))
-        return self.faces.requests(files, known)
+        requests = self.faces.requests(files, known)
+        return requests if self.view is None else (replace(request, view=self.view) for request in requests)
 
-    def _units(self, loaded: Iterator[Loaded], bar: tqdm) -> Iterator[list[Loaded]]:
-        """Groups decoded images into teacher calls; failures are set aside for the next commit."""
-        unit: list[Loaded] = []
-        for item in loaded:
-            if item.pixels is None:
-                self._fail(item.request, "decode", item.reason or "unknown")
-                bar.update(1)
-                continue
-            unit.append(item)
-            if len(unit) == self.unit:
-                yield unit
-                unit = []
-        if unit:
-            yield unit
-
-    def _predict(self, inputs: np.ndarray | list[np.ndarray]) -> TeacherOutput:
-        """One teacher call (on a teacher thread). A teacher that meters itself charges and records its
-        requests; any other is charged here before the call, and the call is recorded."""
-        if self.teacher_meters:
-            return self.teacher.predict(inputs)
-        images, started, clock = len(inputs), time.time(), time.perf_counter()
-        try:
-            self.ledger.charge(images)
-        except QueryBudgetExceeded as exc:
-            self.ledger.record(RequestRecord(started, images, 0, type(exc).__name__, 0.0, error=str(exc)))
-            raise
-        status, error = "ok", None
-        try:
-            return self.teacher.predict(inputs)
-        except BaseException as exc:
-            status, error = type(exc).__name__, str(exc)
-            raise
-        finally:
-            self.ledger.record(RequestRecord(started, images, images, status, time.perf_counter() - clock,
-                                             error=error))
-
-    def _inputs(self, unit: list[Loaded]) -> np.ndarray | list[np.ndarray]:
-        """What the teacher takes: normalised float32 (B, C, H, W), or the uint8 images themselves."""
-        pixels = [item.pixels for item in unit]
-        if self.teacher.input_format == "image":
-            return pixels
-        return normalize(np.stack(pixels), self.cfg.preprocess)
-
-    def _settle(self, unit: list[Loaded], future: Future[TeacherOutput], bar: tqdm) -> None:
-        """Waits for one teacher call and commits its answers (or its per-image failures)."""
-        try:
-            output = future.result()
-        except MalformedAnswer as exc:
-            self.queries += len(unit)
-            for item in unit:
-                self._fail(item.request, "teacher", str(exc))
-            self._commit([])
-        except BaseException:
+    def _settle(self, answered: Answered, bar: tqdm) -> None:
+        """Commits one answered batch (or its per-image failures). A request without a usable answer fails
+        its images; a budget refusal, or any other error, stops the job."""
+        for request, reason in answered.failed:
+            self._fail(request, "decode", reason)
+        sent, error = answered.sent, answered.error
+        if isinstance(error, (MalformedAnswer, TeacherUnavailable)):
+            if self._failed_request(sent, error):
+                sent = []  # not done yet: asked once more
+        elif error is not None:
+            if isinstance(error, QueryBudgetExceeded):
+                self.unpaid += sent
             self._commit([])  # keeps the ledger rows of the failed call (a budget refusal included)
-            raise
-        else:
-            self.queries += len(unit)
-            rows = _rows(unit, output)
+            raise error
+        elif answered.output is not None:
+            self.queries += len(sent)
+            rows = _rows(sent, answered.output)
             self.labeled += len(rows)
+            self.failed_in_a_row = 0
             self._commit(rows)
-        bar.update(len(unit))
+        bar.update(len(sent) + len(answered.failed))
+
+    def _failed_request(self, sent: list[LoadRequest], error: TeacherUnavailable | MalformedAnswer) -> bool:
+        """Fails the images of a request that brought no usable answer, or, where it ran out of retries, keeps
+        them for one more try; stops the job after DOWN_AFTER_FAILED_REQUESTS such requests in a row.
+
+        Returns:
+            Whether the images wait for another try.
+        """
+        self.failed_in_a_row += 1
+        again = isinstance(error, TeacherUnavailable) and not self.last_try
+        if again:
+            self.deferred += [(request, str(error)) for request in sent]
+        else:
+            self.queries += len(sent) if isinstance(error, MalformedAnswer) else 0
+            for request in sent:
+                self._fail(request, "teacher", str(error))
+        self._commit([])
+        if self.failed_in_a_row >= DOWN_AFTER_FAILED_REQUESTS:
+            raise TeacherUnavailable(f"{self.failed_in_a_row} teacher requests in a row brought no usable answer "
+                                     f"(each after its retries); last: {error}")
+        return again
 
     def _fail(self, request: LoadRequest, stage: str, reason: str) -> None:
         self.failed += 1
@@ -302,12 +388,12 @@ class _LabelRun:
             self.store.commit_batch(self.job_id, self.teacher.fingerprint, self.preprocess, rows, failures, requests)
 
 
-def _rows(unit: list[Loaded], output: TeacherOutput) -> list[LabelRow]:
-    if len(output.labels) != len(unit):
-        raise MalformedAnswer(f"teacher answered {len(output.labels)} images for {len(unit)} sent")
+def _rows(sent: list[LoadRequest], output: TeacherOutput) -> list[LabelRow]:
+    if len(output.labels) != len(sent):
+        raise MalformedAnswer(f"teacher answered {len(output.labels)} images for {len(sent)} sent")
     soft = output.probs
-    return [LabelRow(item.request.digest, int(output.labels[i]), output.kind, None if soft is None else soft[i])
-            for i, item in enumerate(unit)]
+    return [LabelRow(request.digest, int(output.labels[i]), output.kind, None if soft is None else soft[i])
+            for i, request in enumerate(sent)]
 
 
 def _describe(teacher: Teacher) -> dict:

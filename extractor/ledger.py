@@ -65,6 +65,12 @@ class Ledger:
                     f"({self._used} sent, {max(0, self.budget - self._used)} left)")
             self._used += images
 
+    def charged_elsewhere(self, images: int) -> None:
+        """Counts ``images`` that another process charged against this job's budget (a Ray worker, through
+        the budget actor that checked them), so that :attr:`remaining` stays true here."""
+        with self._lock:
+            self._used += images
+
     def record(self, record: RequestRecord) -> None:
         """Keeps one request's record until the next :meth:`drain`."""
         with self._lock:

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from extractor.datasets.loading import LoadRequest, load_parallel
 from extractor.datasets.transforms import PreprocessSpec
+from extractor.datasets.views import VIEW_VERSION, ViewSpec
 from extractor.errors import CacheError
 from extractor.fingerprint import stable_hash
 from extractor.store import LabelStore
@@ -45,8 +46,9 @@ class TeacherAnswers:
                        paths=[self.paths[i] for i in rows], relative_paths=[self.relative_paths[i] for i in rows])
 
 
-def select_answers(store: LabelStore, teacher: str | None) -> TeacherAnswers:
-    """Loads the stored answers of the teacher named by a fingerprint prefix, or of the only one.
+def select_answers(store: LabelStore, teacher: str | None, preprocess: str | None = None) -> TeacherAnswers:
+    """Loads the stored answers of the teacher named by a fingerprint prefix, or of the only black box (answers
+    of trained runs, from ``parents``, are not counted), under one preprocessing fingerprint if given.
 
     Raises:
         CacheError: when the store is empty, or the choice is ambiguous (the message lists choices).
@@ -54,6 +56,12 @@ def select_answers(store: LabelStore, teacher: str | None) -> TeacherAnswers:
     sources = store.label_sources()
     if teacher:
         sources = [row for row in sources if row[0].startswith(teacher)]
+    if preprocess:
+        sources = [row for row in sources if row[1] == preprocess]
+    if not teacher and len(sources) > 1:
+        sources = [row for row in sources if "run" not in store.teacher(row[0])] or sources
+    if not preprocess:  # answers about augmented views belong to the plain answers (``stored_views``)
+        sources = [row for row in sources if "view" not in store.preprocess_spec(row[1])]
     if not sources:
         raise CacheError(f"no stored answers{' for teacher ' + teacher if teacher else ''} in {store.path}; "
                          "run `extractor label` first")
@@ -76,6 +84,27 @@ def select_answers(store: LabelStore, teacher: str | None) -> TeacherAnswers:
         digests=frame["digest"].tolist(), labels=frame["label"].to_numpy(np.int64, copy=True), scores=scores,
         kinds=frame["kind"].tolist(), paths=[Path(r) / p for r, p in zip(frame["root"], frame["relative_path"])],
         relative_paths=frame["relative_path"].tolist())
+
+
+def stored_views(store: LabelStore, answers: TeacherAnswers, limit: int | None = None
+                 ) -> list[tuple[ViewSpec, TeacherAnswers]]:
+    """The teacher's answers about augmented training views (`extractor label --views`) of ``answers``' images,
+    by view index, at most ``limit - 1`` views (``limit`` counts the plain image). Probe views are left out."""
+    found = []
+    fingerprint = answers.teacher["fingerprint"]
+    for teacher, preprocess, _ in store.label_sources():
+        if teacher != fingerprint:
+            continue
+        spec_data = store.preprocess_spec(preprocess)
+        data = dict(spec_data.get("view") or {})
+        if not data or data.pop("version") != VIEW_VERSION or data.get("probe"):
+            continue
+        if {key: value for key, value in spec_data.items() if key != "view"} != answers.spec_data:
+            continue
+        view = ViewSpec(**{**data, "augment": tuple(data["augment"])})
+        found.append((view, select_answers(store, teacher, preprocess).restricted_to(set(answers.digests))))
+    found.sort(key=lambda item: item[0].index)
+    return found if limit is None else found[:max(0, limit - 1)]
 
 
 def student_spec(spec_data: dict, size: int) -> PreprocessSpec:

@@ -9,6 +9,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from extractor.chain import CHAIN_FILE
+from extractor.chain_report import build_chain_report
 from extractor.errors import ConfigError
 from extractor.profile import ModelProfile, profile_onnx
 from extractor.result import Result
@@ -24,16 +26,17 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
     """Measures a trained run and writes report.json, report.csv, report.md and report.png.
 
     Args:
-        run_dir: a directory written by `extractor train`.
+        run_dir: a directory written by `extractor train`, or by `extractor chain` (``chain_report``).
         ground_truth: true class name by image relative path (or file name); accuracy is
             reported where it is given, else null.
         class_names: names of the teacher's class indices (default: the teacher's own, else "0", "1", ...).
     """
+    if (run_dir / CHAIN_FILE).exists():
+        return build_chain_report(run_dir, teacher_profile=_teacher_profile, accuracy=lambda run, heldout, column: _accuracy(
+            heldout[column], _truth_column(heldout, ground_truth), _class_names(run, class_names)))
     run = json.loads((run_dir / "run.json").read_text())
     heldout = pd.read_csv(run_dir / "heldout.csv", dtype={"relative_path": str})
-    names = list(class_names or run["teacher"].get("class_names") or map(str, range(run["num_classes"])))
-    if len(names) != run["num_classes"]:
-        raise ConfigError(f"--classes names {len(names)} classes, the teacher has {run['num_classes']}")
+    names = _class_names(run, class_names)
     student = profile_onnx(run_dir / "student.onnx", input_size=run["student"]["size"], batch_sizes=BATCH_SIZES)
     teacher = _teacher_profile(run)
     agree = heldout["student_label"] == heldout["teacher_label"]
@@ -66,6 +69,13 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
     (run_dir / "report.md").write_text(markdown)
     _plot(data, run_dir / "report.png")
     return Result(data, markdown)
+
+
+def _class_names(run: dict, class_names: Sequence[str] | None) -> list[str]:
+    names = list(class_names or run["teacher"].get("class_names") or map(str, range(run["num_classes"])))
+    if len(names) != run["num_classes"]:
+        raise ConfigError(f"--classes names {len(names)} classes, the teacher has {run['num_classes']}")
+    return names
 
 
 def _teacher_profile(run: dict) -> ModelProfile | None:

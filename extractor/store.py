@@ -230,11 +230,36 @@ class LabelStore:
             self.db.execute("UPDATE jobs SET finished = ?, status = ?, summary = ? WHERE id = ?",
                             (time.time(), status, json.dumps(summary, sort_keys=True), job_id))
 
+    def label_roots(self, teacher: str, preprocess: str) -> list[str]:
+        """The image folders that label jobs of this teacher and preprocessing ran on, oldest first."""
+        rows = self.db.execute("SELECT images_root FROM jobs WHERE kind = 'label' AND teacher = ? AND preprocess = ? "
+                               "AND images_root IS NOT NULL GROUP BY images_root ORDER BY MIN(id)",
+                               (teacher, preprocess))
+        return [root for (root,) in rows]
+
+    def last_job_config(self, kind: str, identity: str) -> dict | None:
+        """The configuration the latest job of this kind and identity ran with, or None."""
+        row = self.db.execute("SELECT config FROM jobs WHERE kind = ? AND identity = ? ORDER BY id DESC LIMIT 1",
+                              (kind, identity)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
     def images_sent(self, identity: str) -> int:
         """Images sent to the teacher, retries included, by every job with this identity."""
         row = self.db.execute("SELECT COALESCE(SUM(images_sent), 0) FROM requests WHERE identity = ?",
                               (identity,)).fetchone()
         return int(row[0])
+
+    def teacher_requests(self, teacher: str, preprocess: str) -> pd.DataFrame:
+        """The ledger of every job that labeled with this teacher and preprocessing, one row per request.
+
+        Columns: time, images, images_sent, status, latency_s (retries and backoff included), retries, error.
+        """
+        import pandas as pd
+
+        return pd.read_sql_query(
+            "SELECT r.time, r.images, r.images_sent, r.status, r.latency_s, r.retries, r.error FROM requests r "
+            "JOIN jobs j ON r.job_id = j.id WHERE j.teacher = ? AND j.preprocess = ? ORDER BY r.id",
+            self.db, params=(teacher, preprocess))
 
     def failures(self, job_id: int) -> pd.DataFrame:
         """The inputs a job could not label, with their one-line reasons."""

@@ -27,6 +27,7 @@ from extractor.datasets.splits import heldout_mask
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
 from extractor.fingerprint import detector_fingerprint
+from extractor.parents import ParentRun, label_with_parent, load_parent_student
 from extractor.pool import TeacherAnswers, decode_once, select_answers, student_spec
 from extractor.store import LabelStore
 from extractor.students.batches import DistilTensors, InputConfig, normalize
@@ -40,7 +41,7 @@ from extractor.students.hooks import (
     resume,
 )
 from extractor.students.losses import combine_teachers, distillation_loss
-from extractor.students.tasks import DistillTask
+from extractor.students.tasks import DistillTask, HintTask
 from extractor.students.trainer import Trainer, build_optimizer
 from extractor.students.zoo import build_student, count_parameters
 
@@ -57,6 +58,8 @@ class TrainResult:
     seconds: float
     onnx_max_abs_diff: float
     student: str = ""
+    fidelity_to_parent: float | None = None
+    """Held-out agreement with the first parent run's student, when a run taught."""
 
     def as_dict(self) -> dict:
         return {**asdict(self), "out": str(self.out)}
@@ -67,7 +70,8 @@ class TrainData:
     """What every training scheme starts from: the teachers' answers, split, as tensors."""
 
     answers: TeacherAnswers
-    """The first teacher's answers (its preprocessing is the student's; held-out fidelity is to it)."""
+    """The reference black box's answers: the first teacher's, or the black box a first teacher that is a run
+    learnt from. Its preprocessing is the student's; held-out fidelity is to it."""
     teacher_fingerprints: list[str]
     spec: PreprocessSpec
     """The student's input preprocessing."""
@@ -77,6 +81,8 @@ class TrainData:
     train_rows: np.ndarray
     held_rows: np.ndarray
     unreadable: int
+    parents: tuple[tuple[ParentRun, TeacherAnswers], ...] = ()
+    """The teachers that are runs, in --teacher order, each with its answers in the rows of ``answers``."""
 
 
 def train_student(cfg: TrainConfig) -> TrainResult:
@@ -86,22 +92,57 @@ def train_student(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.optim.seed)
     student = build_student(cfg.student.architecture, data.answers.num_classes, data.spec.num_channels,
                             cfg.student.width)
-    trainer = fit(cfg, DistillTask(student, cfg.distill), data)
+    task = DistillTask(student, cfg.distill) if cfg.hint is None else _hint_task(cfg, data, student)
+    trainer = fit(cfg, task, data)
     student.load_state_dict(torch.load(cfg.out / "best.pt", map_location="cpu", weights_only=True)["model"])
-    return finish(cfg, data, student, epochs=trainer.state.epoch, started=started)
+    extra = None
+    if isinstance(task, HintTask):
+        extra = {"hint": {**task.describe(), "parent": str(data.parents[0][0].path),
+                          "last_step_hint": trainer.state.losses.get("hint")}}
+    return finish(cfg, data, student, epochs=trainer.state.epoch, started=started, extra=extra)
+
+
+def _hint_task(cfg: TrainConfig, data: TrainData, student: torch.nn.Module) -> HintTask:
+    """The first parent run's student as a frozen white box, hinting ``student`` (``cfg.hint``)."""
+    parent = data.parents[0][0]
+    if parent.run["student"]["size"] != data.spec.size:
+        raise ConfigError(f"--hint: the parent {parent.path} sees {parent.run['student']['size']} px inputs, this "
+                          f"student {data.spec.size} px; pass --size {parent.run['student']['size']}")
+    module = load_parent_student(parent, data.answers.num_classes, data.spec.num_channels)
+    return HintTask(student, module, cfg.distill, cfg.hint,
+                    input_shape=(data.spec.num_channels, data.spec.size, data.spec.size))
 
 
 def prepare_data(cfg: TrainConfig) -> TrainData:
-    """Checks the run directory, selects and combines the teachers' answers, decodes and splits the images."""
+    """Checks the run directory, selects and combines the teachers' answers (a teacher that is a run labels
+    its black box's images first, ``parents``), decodes and splits the images.
+
+    The training targets are the teachers' (combined) answers; the held-out targets are the reference black
+    box's (``TrainData.answers``), so held-out fidelity and the best checkpoint always refer to it.
+    """
     _check_run_dir(cfg)
     torch.set_num_threads(os.cpu_count() or 1)
+    parents: list[tuple[ParentRun, int]] = []  # each parent and the index of its answers in ``chosen``
     with LabelStore(cfg.store) as store:
-        chosen = [select_answers(store, choice.prefix) for choice in cfg.teachers] or [select_answers(store, None)]
-        answers = _common_images(chosen)
-        size = cfg.student.size or max(32, int(answers[0].spec_data["transform"].get("size") or 64))
-        spec = student_spec(answers[0].spec_data, size)
-        requests = _load_requests(store, answers[0], spec)
-    first = answers[0]
+        chosen = []
+        for choice in cfg.teachers or (None,):
+            if choice is None or choice.run is None:
+                chosen.append(select_answers(store, choice.prefix if choice else None))
+                continue
+            parent = ParentRun.open(choice.run)
+            _check_same_split(cfg, parent)
+            parents.append((parent, len(chosen)))
+            chosen.append(select_answers(store, *label_with_parent(parent, store, workers=cfg.workers,
+                                                                   quiet=cfg.quiet)))
+        if parents and parents[0][1] == 0:  # the first teacher is a run: the reference is its black box
+            answers = _common_images([select_answers(store, *parents[0][0].black_box), *chosen])
+            first, chosen = answers[0], answers[1:]
+        else:
+            chosen = _common_images(chosen)
+            first = chosen[0]
+        size = cfg.student.size or max(32, int(first.spec_data["transform"].get("size") or 64))
+        spec = student_spec(first.spec_data, size)
+        requests = _load_requests(store, first, spec)
     tensors, readable = decode_once(first, requests, cfg.store.with_name(cfg.store.name + ".tensors"),
                                     workers=cfg.workers, quiet=cfg.quiet)
     held = heldout_mask(_split_keys(cfg, first), cfg.heldout)
@@ -110,21 +151,25 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
         raise ConfigError(f"the split leaves {len(train_rows)} training and {len(held_rows)} held-out images; "
                           "label more images or change --heldout")
     images = torch.from_numpy(tensors)
-    if len(answers) == 1:
-        data = DistilTensors.from_teacher(images, torch.from_numpy(first.labels), torch.from_numpy(first.scores),
-                                          first.kinds, cfg.distill.temperature)
+    reference = DistilTensors.from_teacher(images, torch.from_numpy(first.labels), torch.from_numpy(first.scores),
+                                           first.kinds, cfg.distill.temperature)
+    if len(chosen) == 1:
+        only = chosen[0]
+        data = DistilTensors.from_teacher(images, torch.from_numpy(only.labels), torch.from_numpy(only.scores),
+                                          only.kinds, cfg.distill.temperature)
     else:
         weights = [choice.weight for choice in cfg.teachers]
-        labels, log_probs = combine_teachers([(torch.from_numpy(a.labels), torch.from_numpy(a.scores), a.kinds) for a in answers], weights,
+        labels, log_probs = combine_teachers([(torch.from_numpy(a.labels), torch.from_numpy(a.scores), a.kinds) for a in chosen], weights,
                                              cfg.distill.temperature)
         data = DistilTensors(images=images, labels=labels, teacher_log_probs=log_probs,
                              soft_mask=torch.ones(len(labels), dtype=torch.bool))
     inputs = InputConfig(mean=spec.mean, std=spec.std, flip="flip" in cfg.augment,
                          shift_frac=InputConfig.shift_frac if "shift" in cfg.augment else 0.0)
-    return TrainData(answers=first, teacher_fingerprints=[a.teacher["fingerprint"] for a in answers], spec=spec,
+    return TrainData(answers=first, teacher_fingerprints=[a.teacher["fingerprint"] for a in chosen], spec=spec,
                      inputs=inputs, train=data.subset(torch.from_numpy(train_rows)),
-                     heldout=data.subset(torch.from_numpy(held_rows)), train_rows=train_rows, held_rows=held_rows,
-                     unreadable=int((~readable).sum()))
+                     heldout=reference.subset(torch.from_numpy(held_rows)), train_rows=train_rows,
+                     held_rows=held_rows, unreadable=int((~readable).sum()),
+                     parents=tuple((parent, chosen[index]) for parent, index in parents))
 
 
 def fit(cfg: TrainConfig, task: torch.nn.Module, data: TrainData) -> Trainer:
@@ -163,8 +208,10 @@ def record(cfg: TrainConfig, data: TrainData, onnx_path: Path, *, params: int, e
     diff = onnx_max_abs_diff
     predicted = onnx_predictions(onnx_path, data.heldout, data.inputs)
     fidelity = float((predicted == data.heldout.labels.numpy()).mean())
+    to_parents = [float((predicted == taught.labels[data.held_rows]).mean()) for _, taught in data.parents]
     answers = data.answers
-    _write_heldout(cfg.out, answers, data.held_rows, predicted)
+    _write_heldout(cfg.out, answers, data.held_rows, predicted,
+                   data.parents[0][1].labels[data.held_rows] if data.parents else None)
     seconds = time.perf_counter() - started
     spec = data.spec
     run = {
@@ -178,11 +225,14 @@ def record(cfg: TrainConfig, data: TrainData, onnx_path: Path, *, params: int, e
         "augment": list(cfg.augment), "device": str(resolve_device(cfg.device)),
         "queries": len(answers.digests), "train_images": int(len(data.train_rows)),
         "heldout_images": int(len(data.held_rows)), "unreadable_images": data.unreadable, "fidelity": fidelity,
-        "epochs": epochs, "train_seconds": seconds, "onnx_max_abs_diff": diff, **(extra or {}),
+        "epochs": epochs, "train_seconds": seconds, "onnx_max_abs_diff": diff,
+        "parents": [{**parent.describe(), "fingerprint": taught.teacher["fingerprint"], "fidelity_to_it": agreement}
+                    for (parent, taught), agreement in zip(data.parents, to_parents, strict=True)],
+        "fidelity_to_parent": to_parents[0] if to_parents else None, **(extra or {}),
     }
     (cfg.out / "run.json").write_text(json.dumps(run, indent=2, default=str))
     return TrainResult(cfg.out, fidelity, epochs, len(data.train_rows), len(data.held_rows), seconds, diff,
-                       cfg.student.architecture)
+                       cfg.student.architecture, to_parents[0] if to_parents else None)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -255,10 +305,23 @@ def onnx_predictions(path: Path, data: DistilTensors, inputs: InputConfig) -> np
     return np.concatenate(predicted)
 
 
-def _write_heldout(out: Path, answers: TeacherAnswers, rows: np.ndarray, predicted: np.ndarray) -> None:
+def _write_heldout(out: Path, answers: TeacherAnswers, rows: np.ndarray, predicted: np.ndarray,
+                   parent_labels: np.ndarray | None) -> None:
     pd.DataFrame({
         "digest": [answers.digests[i] for i in rows],
         "relative_path": [answers.relative_paths[i] for i in rows],
         "teacher_label": answers.labels[rows],
         "student_label": predicted,
+        **({"parent_label": parent_labels} if parent_labels is not None else {}),
     }).to_csv(out / "heldout.csv", index=False)
+
+
+def _check_same_split(cfg: TrainConfig, parent: ParentRun) -> None:
+    """A child holds out exactly the images its parent held out: else its held-out fidelity would be
+    measured on images the parent trained on."""
+    config = parent.run["config"]
+    split_by = [str(cfg.split_by[0]), cfg.split_by[1]] if cfg.split_by else None
+    if config["heldout"] != cfg.heldout or config.get("split_by") != split_by:
+        raise ConfigError(f"--heldout {cfg.heldout} / --split-by {split_by} differ from the parent run {parent.path} "
+                          f"(--heldout {config['heldout']}, --split-by {config.get('split_by')}); a child holds out "
+                          "the images its parent held out")

@@ -24,6 +24,8 @@ class InputConfig:
     """Randomly mirror half of the training images left-right."""
     shift_frac: float = 0.125
     """Largest random translation, as a fraction of the side (edges are replicated)."""
+    crop_scale: float = 1.0
+    """Smallest random crop side, as a fraction of the side, resized back (nearest pixel); 1.0: no crop."""
 
     def __post_init__(self) -> None:
         if not self.mean or not self.std:
@@ -32,6 +34,8 @@ class InputConfig:
             raise ConfigError("--std must not be 0")
         if not 0.0 <= self.shift_frac < 0.5:
             raise ConfigError(f"--shift must be in [0, 0.5), got {self.shift_frac}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ConfigError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class DistilTensors:
     """(N,) bool, True where the teacher gave a soft output."""
     truth: torch.Tensor | None = None
     """(N,) int64 ground-truth labels, -1 where unknown; None when there are none at all."""
+    group: torch.Tensor | None = None
+    """(N,) int64: rows with the same value are views of one image, each with the teacher's own answer about
+    it; an epoch visits every image once, through one of its views drawn at random. None: one row per image."""
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -67,6 +74,8 @@ class DistilTensors:
             raise ValueError(f"soft_mask must be ({n},) bool, got {tuple(self.soft_mask.shape)} {self.soft_mask.dtype}")
         if self.truth is not None and (self.truth.shape != (n,) or self.truth.dtype != torch.int64):
             raise ValueError(f"truth must be ({n},) int64, got {tuple(self.truth.shape)} {self.truth.dtype}")
+        if self.group is not None and (self.group.shape != (n,) or self.group.dtype != torch.int64):
+            raise ValueError(f"group must be ({n},) int64, got {tuple(self.group.shape)} {self.group.dtype}")
         if n and (self.labels.min() < 0 or self.labels.max() >= scores.shape[1]):
             raise ValueError(f"labels must lie in [0, {scores.shape[1]})")
         if torch.isnan(scores).any() or (scores == math.inf).any():
@@ -100,17 +109,24 @@ class DistilTensors:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def num_images(self) -> int:
+        """Distinct images (one row each, or one ``group`` of views each): the rows an epoch visits."""
+        return len(self) if self.group is None else int(torch.unique(self.group).numel())
+
     def to(self, device: torch.device | str) -> DistilTensors:
         """The same rows on ``device`` (e.g. the whole uint8 cache on the GPU, so no step copies images)."""
         return DistilTensors(images=self.images.to(device), labels=self.labels.to(device),
                              teacher_log_probs=self.teacher_log_probs.to(device), soft_mask=self.soft_mask.to(device),
-                             truth=None if self.truth is None else self.truth.to(device))
+                             truth=None if self.truth is None else self.truth.to(device),
+                             group=None if self.group is None else self.group.to(device))
 
     def subset(self, index: torch.Tensor) -> DistilTensors:
         """The rows picked by ``index`` ((M,) int64 or (N,) bool), e.g. a train/held-out split."""
         return DistilTensors(images=self.images[index], labels=self.labels[index],
                              teacher_log_probs=self.teacher_log_probs[index], soft_mask=self.soft_mask[index],
-                             truth=None if self.truth is None else self.truth[index])
+                             truth=None if self.truth is None else self.truth[index],
+                             group=None if self.group is None else self.group[index])
 
 
 @dataclass(frozen=True)
@@ -152,11 +168,13 @@ def normalize(images: torch.Tensor, cfg: InputConfig) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, cfg: InputConfig) -> torch.Tensor:
-    """Random flip and translation per image, then ``normalize``; one gather for the whole batch.
+    """Random flip, translation and crop per image, then ``normalize``; one gather for the whole batch.
 
     The translation equals replicate-padding each side by ``round(side * shift_frac)`` pixels and
-    taking a random crop of the original size. Random numbers come from the CPU ``generator``
-    whatever the images' device, so results do not depend on where training runs.
+    taking a random crop of the original size. The crop (``crop_scale < 1``) takes a square of side
+    uniform in [crop_scale, 1] of the image at a random place and resizes it back, nearest pixel, as
+    ``datasets.views`` does. Random numbers come from the CPU ``generator`` whatever the images'
+    device, so results do not depend on where training runs.
 
     Args:
         images: (B, C, H, W) uint8 on any device.
@@ -175,9 +193,24 @@ def augment(images: torch.Tensor, generator: torch.Generator, cfg: InputConfig) 
     cols = torch.where(flip, width - 1 - cols, cols)
     rows = (torch.arange(height) + shift_y).clamp_(0, height - 1)  # (B, H)
     cols = (cols + shift_x).clamp_(0, width - 1)  # (B, W)
+    if cfg.crop_scale < 1.0:  # drawn only when used: runs without a crop replay their old random streams
+        rows, cols = _crop(rows, cols, height, width, generator, cfg.crop_scale)
     flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, height * width).to(images.device)
     moved = images.reshape(n, channels, height * width).gather(2, flat.expand(n, channels, height * width))
     return normalize(moved.view(n, channels, height, width), cfg)
+
+
+def _crop(rows: torch.Tensor, cols: torch.Tensor, height: int, width: int, generator: torch.Generator,
+          scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps output rows (B, H) and columns (B, W) into a random square crop of each image, resized back."""
+    n = rows.shape[0]
+    u = torch.rand((n, 3), generator=generator, dtype=torch.float64)
+    fraction = scale + (1.0 - scale) * u[:, :1]
+    crop_h = (fraction * height).round().clamp_(min=1).long()
+    crop_w = (fraction * width).round().clamp_(min=1).long()
+    top = (u[:, 1:2] * (height - crop_h + 1)).long().clamp_(max=height - crop_h)
+    left = (u[:, 2:3] * (width - crop_w + 1)).long().clamp_(max=width - crop_w)
+    return top + ((2 * rows + 1) * crop_h) // (2 * height), left + ((2 * cols + 1) * crop_w) // (2 * width)
 
 
 def _batch(data: DistilTensors, index: torch.Tensor | slice, inputs: torch.Tensor, device: torch.device) -> Batch:
@@ -195,11 +228,23 @@ def train_batches(data: DistilTensors, batch_size: int, *, seed: int, epoch: int
     """
     device = torch.device(device)
     generator = epoch_generator(seed, epoch)
-    order = torch.randperm(len(data), generator=generator)
-    for start in range(0, len(data), batch_size):
+    order = torch.randperm(len(data), generator=generator) if data.group is None else \
+        _one_view_each(data.group.cpu(), generator)
+    for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         images = data.images[index].to(device, non_blocking=True)
         yield _batch(data, index, augment(images, generator, inputs), device)
+
+
+def _one_view_each(group: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rows of one epoch: the images in random order, each through one of its views drawn at random."""
+    _, image = torch.unique(group, return_inverse=True)
+    by_image = torch.argsort(image, stable=True)
+    counts = torch.bincount(image)
+    first = torch.cumsum(counts, 0) - counts
+    images = torch.randperm(len(counts), generator=generator)
+    pick = (torch.rand(len(counts), generator=generator, dtype=torch.float64) * counts[images]).long()
+    return by_image[first[images] + pick.clamp_(max=counts[images] - 1)]
 
 
 def eval_batches(data: DistilTensors, batch_size: int, *, inputs: InputConfig,

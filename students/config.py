@@ -85,6 +85,33 @@ class StudentConfig:
             raise ConfigError(f"--size must be >= 32 pixels, got {self.size}")
 
 
+@dataclass(frozen=True)
+class HintConfig:
+    """A FitNet hint (Romero et al. 2015): a child feature map regressed onto a white-box parent's."""
+
+    weight: float = 1.0
+    """Weight of the hint term, the mean squared error between the adapted child map and the parent's."""
+    student_layer: str = "features"
+    """The child's module whose output is hinted (a ``named_modules`` name); every zoo student's
+    ``features`` is its last feature map, before pooling."""
+    parent_layer: str = "features"
+    """The parent's module whose output is the hint."""
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.weight) or self.weight <= 0:
+            raise ConfigError(f"--hint-weight must be a finite number > 0, got {self.weight}")
+        if not self.student_layer or not self.parent_layer:
+            raise ConfigError("--hint-layer takes CHILD_MODULE or CHILD_MODULE:PARENT_MODULE, e.g. features")
+
+    @classmethod
+    def from_flags(cls, hint: bool, weight: float, layer: str) -> HintConfig | None:
+        """--hint, --hint-weight and --hint-layer CHILD[:PARENT]; None without --hint."""
+        if not hint:
+            return None
+        student_layer, _, parent_layer = layer.partition(":")
+        return cls(weight=weight, student_layer=student_layer, parent_layer=parent_layer or student_layer)
+
+
 
 
 Inplace = Literal["none", "teacher", "ta"]

@@ -14,8 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from extractor.errors import ConfigError
 from extractor.students.batches import Batch
-from extractor.students.config import SlimmableConfig
+from extractor.students.config import HintConfig, SlimmableConfig
 from extractor.students.losses import DistillConfig, distillation_loss
 from extractor.students.slimmable import SlimmableNet
 
@@ -139,3 +140,88 @@ class QuantizeTask(nn.Module):
         parent = distillation_loss(logits, parent_logits.argmax(dim=1),
                                    F.log_softmax(parent_logits / self.cfg.temperature, dim=1), every, self.follow)["soft"]
         return {**losses, "loss": losses["loss"] + self.parent_weight * parent, "parent": parent}
+
+
+class HintTask(nn.Module):
+    """Distillation plus a FitNet hint from a frozen white-box parent (Romero et al. 2015, "FitNets").
+
+    ``L = distillation_loss(...) + hint.weight * mean((r(F_S) - F_P)^2)``: the stored answers exactly as in
+    ``DistillTask``, plus the child's feature map ``F_S`` (the output of ``hint.student_layer``) regressed onto
+    the parent's ``F_P`` (``hint.parent_layer``) on the same augmented batch. Both maps are taken with forward
+    hooks that live only during ``forward``, so neither model's code changes and the exported student
+    carries no hook. ``r`` (``adapter``) is a 1x1 convolution from the child's channels to the parent's,
+    trained with the child and never exported; where the maps' sides differ, ``r(F_S)`` is resized
+    (bilinear) to the parent's. FitNets trains the hint first and distils second; here both terms train
+    together, in one stage. The parent stays frozen and in eval mode whatever mode the task is in.
+
+    Returns ``{"loss", "hard", "soft", "hint"}``; ``hint`` is the mean squared error before ``hint.weight``.
+    """
+
+    def __init__(self, student: nn.Module, parent: nn.Module, cfg: DistillConfig, hint: HintConfig, *,
+                 input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.student, self.parent, self.cfg, self.hint = student, parent.requires_grad_(False), cfg, hint
+        self.parent.eval()
+        probe = torch.zeros(2, *input_shape)  # (2, C, H, W): batch 2 keeps BatchNorm in train mode happy
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            child_map, parent_map = self._maps(probe)
+        student.train(was_training)
+        self.student_shape, self.parent_shape = tuple(child_map.shape[1:]), tuple(parent_map.shape[1:])
+        self.adapter = nn.Conv2d(child_map.shape[1], parent_map.shape[1], kernel_size=1, bias=False)
+
+    def train(self, mode: bool = True) -> HintTask:
+        super().train(mode)
+        self.parent.eval()
+        return self
+
+    def describe(self) -> dict:
+        """The hint as plain data, for run.json."""
+        return {"loss": "mse(adapter(child map), parent map)", "weight": self.hint.weight,
+                "student_layer": self.hint.student_layer, "parent_layer": self.hint.parent_layer,
+                "student_map": list(self.student_shape), "parent_map": list(self.parent_shape),
+                "adapter_params": sum(p.numel() for p in self.adapter.parameters())}
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        child_map, parent_map, logits = self._maps(batch.inputs, with_logits=True)
+        losses = distillation_loss(logits, batch.labels, batch.teacher_log_probs, batch.soft_mask, self.cfg)
+        adapted = self.adapter(child_map)  # (B, C_parent, H_child, W_child)
+        if adapted.shape[2:] != parent_map.shape[2:]:
+            adapted = F.interpolate(adapted, size=parent_map.shape[2:], mode="bilinear", align_corners=False)
+        hint = F.mse_loss(adapted.float(), parent_map.float())
+        return {**losses, "loss": losses["loss"] + self.hint.weight * hint, "hint": hint}
+
+    def _maps(self, inputs: torch.Tensor, *, with_logits: bool = False) -> tuple[torch.Tensor, ...]:
+        """The child's and the parent's hinted feature maps (and the child's logits) for ``inputs``."""
+        child, parent = _Capture(self.student, self.hint.student_layer), _Capture(self.parent, self.hint.parent_layer)
+        try:
+            logits = self.student(inputs)  # (B, K)
+            with torch.no_grad():
+                self.parent(inputs)
+        finally:
+            child.remove()
+            parent.remove()
+        maps = (child.output, parent.output)
+        return (*maps, logits) if with_logits else maps
+
+
+class _Capture:
+    """A forward hook on one named module that keeps its last output (a 4-D feature map)."""
+
+    def __init__(self, model: nn.Module, name: str) -> None:
+        modules = dict(model.named_modules())
+        if name not in modules:
+            raise ConfigError(f"--hint-layer {name!r} is not a module of {type(model).__name__}; e.g. "
+                              f"{', '.join(n for n in list(modules)[1:8])}")
+        self.output: torch.Tensor | None = None
+        self._handle = modules[name].register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+            raise ConfigError(f"--hint-layer: {type(module).__name__} gives {getattr(output, 'shape', type(output))},"
+                              " not a (B, C, H, W) feature map")
+        self.output = output
+
+    def remove(self) -> None:
+        self._handle.remove()

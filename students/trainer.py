@@ -127,7 +127,7 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return num_batches(len(self.data), self.batch_size)
+        return num_batches(self.data.num_images, self.batch_size)
 
     def train(self) -> TrainState:
         """Trains from ``state.epoch`` (0, or where a resume left off) up to ``epochs``."""

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from extractor.errors import MalformedAnswer, QueryBudgetExceeded, TeacherError, TeacherUnavailable
+from extractor.errors import (
+    MalformedAnswer,
+    QueryBudgetExceeded,
+    TeacherError,
+    TeacherUnavailable,
+    UnreadableAnswer,
+)
 
 if TYPE_CHECKING:
     from extractor.ledger import Ledger
@@ -96,4 +102,4 @@ def guess_kind(scores: np.ndarray) -> OutputKind:
 
 
 __all__ = ["InputFormat", "MalformedAnswer", "OutputKind", "OutputPolicy", "QueryBudgetExceeded", "Teacher",
-           "TeacherError", "TeacherOutput", "TeacherUnavailable", "guess_kind", "output_from_scores"]
+           "TeacherError", "TeacherOutput", "TeacherUnavailable", "UnreadableAnswer", "guess_kind", "output_from_scores"]

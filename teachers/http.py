@@ -3,8 +3,13 @@
 One ``predict`` call is one logical request: the job splits work into ``max_batch``-sized pieces and
 runs several ``predict`` calls at once from its own threads, so everything here is thread-safe. A
 request is rate limited (``--max-rps``, shared by all threads), charged to the job's
-:class:`~extractor.ledger.Ledger` before every attempt, retried on connection errors, timeouts, 429 and
-5xx with exponential backoff and full jitter (honouring ``Retry-After``), and recorded once in that ledger.
+:class:`~extractor.ledger.Ledger` before every attempt, retried on connection errors, timeouts, 429,
+5xx and bodies that cannot be read (not JSON, cut short) with exponential backoff and full jitter
+(honouring ``Retry-After``), and recorded once in that ledger.
+
+kserve-v2 tensors travel as raw bytes (the binary tensor data extension) where the server takes them:
+with ``--tensor-format auto`` the first request asks in binary and, if the server refuses it with a 4xx,
+again in JSON, which is then kept for the rest of the run.
 
 Header values are secrets: they are kept in :class:`Secret` wrappers that print as ``***``, are
 scrubbed from every message this module produces (server answers quoted in errors included), and
@@ -12,6 +17,7 @@ never follow a redirect (redirects are refused, not followed).
 """
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -23,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -41,10 +47,11 @@ from extractor.teachers.base import (
     TeacherError,
     TeacherOutput,
     TeacherUnavailable,
+    UnreadableAnswer,
     guess_kind,
     output_from_scores,
 )
-from extractor.teachers.protocols import PROTOCOLS, HttpRequest, JsonSpec, ModelInfo
+from extractor.teachers.protocols import BINARY_HEADER, PROTOCOLS, TENSOR_FORMATS, HttpRequest, JsonSpec, ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 _NOT_SENT = "not sent"
 _MIN_REDACTED_CHARS = 8  # shorter words of a secret ("Bearer", "Basic") are too common to scrub alone
+_Read = TypeVar("_Read")
 
 
 class Secret:
@@ -156,6 +164,9 @@ class HttpConfig:
     """Which named output holds the scores (--output-name; kserve-v2, kserve-v1); None takes the first."""
     verify_tls: bool | str = True
     """TLS verification (--ca-bundle): True, or the path of a CA bundle; it cannot be turned off."""
+    tensor_format: str = "auto"
+    """kserve-v2 tensors as "binary" (the binary tensor data extension), "json", or "auto": binary unless
+    the server refuses it (--tensor-format). Other protocols have one format each."""
     env_headers: tuple[tuple[str, Secret], ...] = field(default=(), init=False, compare=False)
     """The resolved ``header_env`` values."""
 
@@ -227,6 +238,10 @@ class HttpConfig:
             if value is not None and self.protocol not in protocols_using:
                 raise ConfigError(f"{flag} applies to --protocol {' or '.join(protocols_using)}, "
                                   f"not {self.protocol}")
+        if self.tensor_format not in TENSOR_FORMATS:
+            raise ConfigError(f"--tensor-format must be one of {TENSOR_FORMATS}, got {self.tensor_format!r}")
+        if self.tensor_format == "binary" and self.protocol != "kserve-v2":
+            raise ConfigError(f"--tensor-format binary applies to --protocol kserve-v2, not {self.protocol}")
         if self.output_policy not in OUTPUT_POLICIES:
             raise ConfigError(f"--output-policy must be one of {OUTPUT_POLICIES}, got {self.output_policy!r}")
         if self.output_policy != "auto" and not self.dense_answers:
@@ -280,6 +295,14 @@ class RateLimiter:
             time.sleep(start - now)
 
 
+class _StatusError(TeacherError):
+    """A final non-2xx answer (after retries, or one never retried, such as a 4xx)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass
 class _Attempts:
     """What happened while sending one logical request (for the ledger)."""
@@ -313,9 +336,14 @@ class HttpTeacher:
         self._retried_before = False
         info = self._read_metadata()
         self.model_version: str | None = self._pick_version(info)
+        tensors = config.protocol == "kserve-v2"
         self._codec = protocols.make_codec(
             config.protocol, model=config.model, version=config.model_version, class_names=config.class_names,
-            spec=config.json_spec, input_name=config.input_name, output_name=config.output_name, info=info)
+            spec=config.json_spec, input_name=config.input_name, output_name=config.output_name, info=info,
+            binary=tensors and config.tensor_format != "json")
+        self._format: str | None = config.tensor_format if tensors and config.tensor_format != "auto" else None
+        self._probing = tensors and self._format is None
+        self._probe_lock = threading.Lock()
         shape = info.input_shape
         self.input_shape: tuple[int | None, int | None, int | None] | None = \
             (shape[1], shape[2], shape[3]) if shape and len(shape) == 4 else None
@@ -346,18 +374,20 @@ class HttpTeacher:
         self.ledger = ledger
         return True
 
+    @property
+    def tensor_format(self) -> str | None:
+        """How kserve-v2 tensors travel: "binary" or "json"; None for other protocols, and in auto mode
+        until the server has answered."""
+        return self._format
+
     def predict(self, batch: np.ndarray | Sequence[np.ndarray]) -> TeacherOutput:
         """Sends one request for ``batch``: float32 (B, C, H, W) tensors or B uint8 (H, W, C) images."""
         images = self._check_batch(batch)
-        request = self._codec.encode(np.asarray(batch) if self.input_format == "tensor" else batch)
+        inputs = np.asarray(batch) if self.input_format == "tensor" else batch
         attempts, started, clock = _Attempts(), time.time(), time.perf_counter()
         error: str | None = None
         try:
-            response = self._send("POST", request, images, attempts)
-            if response.status_code >= 300:
-                raise self._http_error(response)
-            answer = self._codec.decode(protocols.parse_json(response.content))
-            return self._to_output(answer, images)
+            return self._to_output(self._ask(inputs, images, attempts), images)
         except TeacherError as exc:
             clean = self._scrub(exc)
             error = f"{type(clean).__name__}: {clean}"
@@ -377,6 +407,8 @@ class HttpTeacher:
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.dtype != np.float32:
             raise TypeError(f"expected float32 (B, C, H, W), got {batch.dtype} {batch.shape}")
+        if not np.isfinite(batch).all():
+            raise ValueError("inputs contain NaN or infinite values; a serving API cannot take them")
         expected = self.input_shape or ()
         for axis, (want, got) in enumerate(zip(expected, batch.shape[1:]), start=1):
             if want is not None and want != got:
@@ -384,11 +416,59 @@ class HttpTeacher:
                                  f"(axis {axis}; check --channels and --size)")
         return count
 
-    def _send(self, method: str, request: HttpRequest, images: int, attempts: _Attempts) -> requests.Response:
-        """One logical request: rate limit, budget, bounded retries. Returns the final response."""
+    def _ask(self, inputs: np.ndarray | Sequence[np.ndarray], images: int, attempts: _Attempts) -> protocols.Answer:
+        """One logical request in the tensor format decided. In auto mode the first request decides, one
+        at a time (so that a server without binary tensors refuses one request, not one per thread):
+        binary if the server answers it, else JSON if the server refuses binary with a 4xx."""
+        if self._probing:
+            with self._probe_lock:
+                if self._probing:
+                    return self._probe(inputs, images, attempts)
+        return self._exchange(self._codec, inputs, images, attempts)
+
+    def _probe(self, inputs: np.ndarray | Sequence[np.ndarray], images: int, attempts: _Attempts) -> protocols.Answer:
+        """Auto mode's first request: binary, then JSON if the server refuses binary with a 4xx."""
+        try:
+            answer = self._exchange(self._codec, inputs, images, attempts)
+            log.info("teacher %s takes binary tensors; sending them so", self._public_url)
+            chosen = "binary"
+        except _StatusError as exc:
+            if not 400 <= exc.status < 500:
+                raise
+            json_codec = dataclasses.replace(self._codec, binary=False)
+            answer = self._exchange(json_codec, inputs, images, attempts)
+            log.warning("teacher %s answered a request with binary tensors HTTP %d; sending JSON tensors from "
+                        "now on (slower; --tensor-format json skips this request)", self._public_url, exc.status)
+            log.debug("the refusal: %s", _redact(str(exc), self._secrets))
+            self._codec, chosen = json_codec, "json"
+        self._format, self._probing = chosen, False
+        return answer
+
+    def _exchange(self, codec: protocols.Codec, inputs: np.ndarray | Sequence[np.ndarray], images: int,
+                  attempts: _Attempts) -> protocols.Answer:
+        """Encodes, sends with retries, and decodes one answer; a non-2xx final answer raises."""
+
+        def read(response: requests.Response) -> protocols.Answer:
+            return codec.decode(protocols.parse_body(response.content, response.headers.get(BINARY_HEADER)))
+
+        response, answer = self._send("POST", codec.encode(inputs), images, attempts, read)
+        if answer is None:
+            raise self._http_error(response)
+        return answer
+
+    def _send(self, method: str, request: HttpRequest, images: int, attempts: _Attempts,
+              read: Callable[[requests.Response], _Read] | None = None) -> tuple[requests.Response, _Read | None]:
+        """One logical request: rate limit, budget, bounded retries.
+
+        Returns:
+            The final response, and what ``read`` made of it where it is a 2xx (else None). ``read``
+            raising UnreadableAnswer (a body cut short or not JSON) is retried like a 5xx.
+        """
         config = self.config
         url = config.url + request.path
-        headers = {"Content-Type": request.content_type} if request.content_type else None
+        headers = dict(request.headers)
+        if request.content_type:
+            headers["Content-Type"] = request.content_type
         attempt = 0
         while True:
             attempts.retries = attempt
@@ -417,10 +497,17 @@ class HttpTeacher:
                 raise TeacherError(f"request to {self._public_url} failed: {_root_cause(exc)}") from None
             else:
                 attempts.status = response.status_code
-                if not _retried(response.status_code):
-                    return response
-                failure = f"HTTP {response.status_code}"
-                retry_after_s = _retry_after_s(response.headers.get("Retry-After"))
+                if _retried(response.status_code):
+                    failure = f"HTTP {response.status_code}"
+                    retry_after_s = _retry_after_s(response.headers.get("Retry-After"))
+                elif read is None or response.status_code >= 300:
+                    return response, None
+                else:
+                    try:
+                        return response, read(response)
+                    except UnreadableAnswer as exc:
+                        attempts.status = type(exc).__name__
+                        failure = str(exc)
             if attempt == config.retries:
                 raise TeacherUnavailable(f"teacher {self._public_url} failed {attempt + 1} attempts "
                                          f"(--retries {config.retries}); last: {failure}")
@@ -461,14 +548,15 @@ class HttpTeacher:
         attempts, started, clock = _Attempts(), time.time(), time.perf_counter()
         error: str | None = None
         try:
-            response = self._send("GET", HttpRequest(path), 0, attempts)
+            response, metadata = self._send("GET", HttpRequest(path), 0, attempts,
+                                            lambda answer: protocols.parse_body(answer.content))
             if response.status_code in _NO_METADATA:
                 log.info("teacher %s has no model metadata (HTTP %d); using the flags alone",
                          self._public_url, response.status_code)
                 return ModelInfo()
             if response.status_code >= 300:
                 raise self._http_error(response)
-            return protocols.parse_metadata(self.config.protocol, protocols.parse_json(response.content))
+            return protocols.parse_metadata(self.config.protocol, metadata)
         except TeacherError as exc:
             clean = self._scrub(exc)
             error = f"{type(clean).__name__}: {clean}"
@@ -547,7 +635,7 @@ class HttpTeacher:
             return TeacherError(f"{status} to {target}; redirects are not followed (they could carry the "
                                 "auth headers elsewhere): give the final URL")
         excerpt = " ".join(response.text[:_EXCERPT_CHARS].split())
-        return TeacherError(f"{status}: {excerpt or '(empty body)'}")
+        return _StatusError(f"{status}: {excerpt or '(empty body)'}", response.status_code)
 
     def _scrub(self, exc: TeacherError) -> TeacherError:
         text = str(exc)

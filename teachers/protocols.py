@@ -2,15 +2,18 @@
 
 Four protocols, one small codec each:
 
-- ``kserve-v2``: the Open Inference Protocol (KServe v2, Triton, MLServer, OpenVINO Model Server).
+- ``kserve-v2``: the Open Inference Protocol (KServe v2, Triton, MLServer, OpenVINO Model Server), with
+  tensors as JSON numbers or, with the binary tensor data extension, as raw little-endian bytes after a
+  JSON header whose length the ``Inference-Header-Content-Length`` header gives.
 - ``kserve-v1``: KServe v1 / TensorFlow Serving's REST ``:predict`` with ``{"instances": ...}``.
 - ``torchserve``: TorchServe's ``/predictions/{model}``: one encoded image per request, a
   ``{label: probability}`` answer, usually the top 5.
 - ``json``: any other JSON API, described by a :class:`JsonSpec`.
 
 A codec never talks to the network: ``encode`` builds an :class:`HttpRequest`, ``decode`` turns the
-parsed JSON answer into an :class:`Answer` or raises :class:`~teachers.base.MalformedAnswer` with a
-one-line reason.
+answer :func:`parse_body` read into an :class:`Answer` or raises :class:`~teachers.base.MalformedAnswer`
+with a one-line reason. A body that cannot be read at all raises
+:class:`~extractor.errors.UnreadableAnswer`, which the teacher retries.
 
 Answer paths (``JsonSpec.scores``, ``labels``, ``model_version``) use a tiny syntax: ``a.b`` walks
 object keys, ``[n]`` takes item n of a list, ``[*]`` maps the rest of the path over every item of a
@@ -31,9 +34,10 @@ from typing import Any, ClassVar, Literal, Protocol, Sequence
 from urllib.parse import quote
 
 import numpy as np
+import orjson
 from PIL import Image
 
-from extractor.errors import ConfigError, UnknownNameError
+from extractor.errors import ConfigError, UnknownNameError, UnreadableAnswer
 from extractor.teachers.base import (
     InputFormat,
     MalformedAnswer,
@@ -52,7 +56,15 @@ JSON_INPUTS: tuple[str, ...] = ("tensor", "base64", "multipart")
 JSON_OUTPUTS: tuple[str, ...] = ("scores", "topk", "label")
 IMAGE_FORMATS: tuple[str, ...] = ("png", "jpeg")
 V2_FLOAT_TYPES: tuple[str, ...] = ("FP32", "FP16", "FP64")
+TENSOR_FORMATS: tuple[str, ...] = ("auto", "binary", "json")
+"""How kserve-v2 tensors travel (--tensor-format): "binary" (the binary tensor data extension), "json"
+(numbers in the JSON body), or "auto": binary first, JSON for good once the server refuses it."""
+BINARY_HEADER = "Inference-Header-Content-Length"
+"""The binary tensor data extension's header: the length of the JSON part of a body; raw tensors follow it
+(Triton's docs/protocol/extension_binary_data.md; KServe's ``INFERENCE_CONTENT_LENGTH_HEADER``)."""
+_V2_DTYPES = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2"), "FP64": np.dtype("<f8")}
 _JSON = "application/json"
+_OCTETS = "application/octet-stream"  # KServe reads a body as binary only when it is not declared JSON
 _JPEG_QUALITY = 95
 _PATH = re.compile(r"(?:[^.\[\]]+|\[(?:\*|\d+)\])(?:\.[^.\[\]]+|\[(?:\*|\d+)\])*")
 _STEP = re.compile(r"[^.\[\]]+|\[\*\]|\[\d+\]")
@@ -73,6 +85,8 @@ class HttpRequest:
     """The body's media type."""
     files: tuple[tuple[str, tuple[str, bytes, str]], ...] = ()
     """Multipart file fields as ``(field, (file name, bytes, media type))``."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra headers this body needs, e.g. :data:`BINARY_HEADER`."""
 
 
 @dataclass(frozen=True)
@@ -217,27 +231,41 @@ class JsonSpec:
 
 @dataclass(frozen=True)
 class KServeV2Codec:
-    """Open Inference Protocol: ``POST /v2/models/{name}[/versions/{v}]/infer`` with a flat FP32 tensor."""
+    """Open Inference Protocol: ``POST /v2/models/{name}[/versions/{v}]/infer`` with one tensor, as JSON
+    numbers or (``binary``) as raw little-endian bytes of ``datatype`` after the JSON header."""
 
     model: str
     version: str | None
     input_name: str
     datatype: str = "FP32"
+    """The input's datatype, from the model's metadata: FP16 inputs travel as 2-byte floats in binary."""
     output_name: str | None = None
     """Which output holds the scores; None takes the first one answered."""
     request_output: bool = False
     """Whether to ask for ``output_name`` explicitly in the request."""
+    binary: bool = False
+    """Whether tensors travel with the binary tensor data extension, both ways."""
     input_format: ClassVar[InputFormat] = "tensor"
     batched: ClassVar[bool] = True
 
     def encode(self, batch: np.ndarray) -> HttpRequest:
-        tensor = {"name": self.input_name, "shape": list(batch.shape), "datatype": self.datatype,
-                  "data": batch.ravel()}
-        body: dict[str, Any] = {"inputs": [tensor]}
-        if self.request_output:
-            body["outputs"] = [{"name": self.output_name}]
         version = f"/versions/{_segment(self.version)}" if self.version else ""
-        return HttpRequest(f"/v2/models/{_segment(self.model)}{version}/infer", _json_bytes(body), _JSON)
+        path = f"/v2/models/{_segment(self.model)}{version}/infer"
+        tensor: dict[str, Any] = {"name": self.input_name, "shape": list(batch.shape), "datatype": self.datatype}
+        body: dict[str, Any] = {"inputs": [tensor]}
+        if not self.binary:
+            tensor["data"] = np.ascontiguousarray(batch, np.float32).ravel()
+            if self.request_output:
+                body["outputs"] = [{"name": self.output_name}]
+            return HttpRequest(path, _json_bytes(body), _JSON)
+        raw = np.ascontiguousarray(batch, _V2_DTYPES[self.datatype]).tobytes()
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+        # binary_data_output asks for every output in binary; a named output asks for itself.
+        body["parameters"] = {"binary_data_output": True}
+        if self.request_output:
+            body["outputs"] = [{"name": self.output_name, "parameters": {"binary_data": True}}]
+        header = _json_bytes(body)
+        return HttpRequest(path, header + raw, _OCTETS, headers=((BINARY_HEADER, str(len(header))),))
 
     def decode(self, answer: Any) -> Answer:
         outputs = _field(answer, "outputs", list)
@@ -258,7 +286,11 @@ class KServeV2Codec:
         datatype = output.get("datatype")
         if datatype is not None and datatype not in V2_FLOAT_TYPES:
             raise MalformedAnswer(f"output datatype {datatype!r} is not one of {V2_FLOAT_TYPES}")
-        data = _numbers(_field(output, "data", list), "the output's 'data'").ravel()
+        data = output.get("data")
+        if isinstance(data, np.ndarray):  # binary tensor data, read by parse_body
+            data = data.astype(np.float32)
+        else:
+            data = _numbers(_field(output, "data", list), "the output's 'data'").ravel()
         if int(np.prod(shape)) != data.size:
             raise MalformedAnswer(f"output shape {shape} needs {int(np.prod(shape))} values, 'data' has {data.size}")
         version = answer.get("model_version")
@@ -279,7 +311,7 @@ class KServeV1Codec:
     def encode(self, batch: np.ndarray) -> HttpRequest:
         version = f"/versions/{_segment(self.version)}" if self.version else ""
         return HttpRequest(f"/v1/models/{_segment(self.model)}{version}:predict",
-                           _json_bytes({"instances": batch}), _JSON)
+                           _json_bytes({"instances": np.ascontiguousarray(batch, np.float32)}), _JSON)
 
     def decode(self, answer: Any) -> Answer:
         rows = _field(answer, "predictions", list)
@@ -341,7 +373,7 @@ class JsonCodec:
                           for index, image in enumerate(batch))
             return HttpRequest(spec.path, files=files)
         if spec.input == "tensor":
-            items: list[Any] = list(np.asarray(batch))
+            items: list[Any] = list(np.ascontiguousarray(batch, np.float32))
         else:
             items = [base64.b64encode(encode_image(image, spec.image_format)).decode("ascii") for image in batch]
         body = dict(spec.fields)
@@ -410,11 +442,54 @@ def parse_metadata(protocol: str, answer: Any) -> ModelInfo:
 
 
 def parse_json(content: bytes) -> Any:
-    """Parses an answer body, or raises MalformedAnswer saying why not."""
+    """Parses an answer body, or raises UnreadableAnswer saying why not."""
     try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # Python servers write NaN and Infinity, which orjson refuses: read them, for decode to refuse
         return json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedAnswer(f"the answer is not JSON ({exc}); {len(content)} bytes received") from None
+        raise UnreadableAnswer(f"the answer is not JSON ({exc}); {len(content)} bytes received") from None
+
+
+def parse_body(content: bytes, json_length: str | None = None) -> Any:
+    """Reads an answer body: JSON, or (``json_length`` from :data:`BINARY_HEADER`) a JSON header followed by
+    the binary data of the outputs whose ``parameters`` give a ``binary_data_size``, in order, which land in
+    their ``data`` as numpy arrays of their datatype.
+
+    Raises:
+        UnreadableAnswer: the body is not JSON, or its binary part does not add up (cut short, or longer).
+    """
+    if json_length is None:
+        return parse_json(content)
+    try:
+        length = int(json_length)
+    except ValueError:
+        raise UnreadableAnswer(f"{BINARY_HEADER} is {json_length[:20]!r}, not a length") from None
+    if not 0 <= length <= len(content):
+        raise UnreadableAnswer(f"{BINARY_HEADER} is {length} but the body has {len(content)} bytes")
+    answer = parse_json(content[:length])
+    outputs = answer.get("outputs") if isinstance(answer, dict) else None
+    offset = length
+    for output in outputs if isinstance(outputs, list) else []:
+        parameters = output.get("parameters") if isinstance(output, dict) else None
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        dtype = _V2_DTYPES.get(output.get("datatype"))
+        if dtype is None:
+            raise MalformedAnswer(f"binary output datatype {output.get('datatype')!r} is not one of {V2_FLOAT_TYPES}")
+        if not isinstance(size, int) or size < 0 or size % dtype.itemsize:
+            raise MalformedAnswer(f"binary_data_size {size!r} is not a whole number of {output['datatype']} values")
+        if offset + size > len(content):
+            raise UnreadableAnswer(f"the answer's binary data is cut short: {len(content) - length} bytes after "
+                                   f"the header, the outputs need more than {offset + size - length}")
+        output["data"] = np.frombuffer(content, dtype, size // dtype.itemsize, offset)
+        offset += size
+    if offset != len(content):
+        raise UnreadableAnswer(f"the answer has {len(content) - offset} bytes after its outputs' binary data")
+    return answer
 
 
 def parse_path(path: str, what: str = "path") -> tuple[Step, ...]:
@@ -563,34 +638,18 @@ def _dim(value: Any) -> int | None:
 
 
 def _json_bytes(body: Any) -> bytes:
-    """Compact JSON of ``body``, in which numpy arrays become nested lists of float32 numbers."""
-    return _json_text(body).encode()
+    """Compact JSON of ``body``; numpy arrays become nested lists of numbers.
 
-
-def _json_text(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        if not np.isfinite(value).all():
-            raise ValueError("inputs contain NaN or infinite values; JSON cannot carry them")
-        # numpy prints a float32 as the shortest decimal that reads back as the same float32
-        # (<= 9 significant digits, <= 15 characters): half the bytes of float64 reprs, and
-        # faster for both sides than json.dumps(array.tolist()).
-        return _nested(value.astype(np.float32).astype("U16"))
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(key))}:{_json_text(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_json_text(item) for item in value) + "]"
-    return json.dumps(value, allow_nan=False)
-
-
-def _nested(numbers: np.ndarray) -> str:
-    if numbers.ndim == 1:
-        return "[" + ",".join(numbers.tolist()) + "]"
-    return "[" + ",".join(_nested(part) for part in numbers) + "]"
+    orjson writes a float32 array as the shortest decimals that read back as the same float32s, about 20x
+    faster than the hand-written writer it replaced (35 ms vs 750 ms for 32x3x64x64 values, here). It
+    writes NaN as null: callers check that inputs are finite first (``HttpTeacher.predict`` does).
+    """
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def make_codec(protocol: str, *, model: str, version: str | None, class_names: tuple[str, ...],
                spec: JsonSpec | None, input_name: str | None, output_name: str | None,
-               info: ModelInfo) -> Codec:
+               info: ModelInfo, binary: bool = False) -> Codec:
     """The codec for ``protocol``, with gaps the flags leave filled in from the server's metadata.
 
     Args:
@@ -599,6 +658,7 @@ def make_codec(protocol: str, *, model: str, version: str | None, class_names: t
             in TF Serving rows); None takes them from ``info``. Where the server's metadata lists no
             input, the input is sent as :data:`DEFAULT_V2_INPUT`; where it lists no output, each
             answer's first output is taken (each with one warning).
+        binary: kserve-v2 tensors travel with the binary tensor data extension.
     """
     known_outputs = [name for name, _ in info.outputs]
     if output_name is not None and known_outputs and output_name not in known_outputs:
@@ -618,7 +678,8 @@ def make_codec(protocol: str, *, model: str, version: str | None, class_names: t
         if output is None and info.published:
             log.warning("model %s: the server's metadata names no output; taking the first output of each "
                         "answer; pass --output-name to choose one", model)
-        return KServeV2Codec(model, version, name, datatype, output, request_output=output_name is not None)
+        return KServeV2Codec(model, version, name, datatype, output, request_output=output_name is not None,
+                             binary=binary)
     if protocol == "kserve-v1":
         return KServeV1Codec(model, version, output_name)
     if protocol == "torchserve":

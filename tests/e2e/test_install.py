@@ -9,8 +9,8 @@ from tests.e2e.cli import installed
 from tests.images import write_jpegs
 from tests.models import linear_classifier
 
-HEAVY = ("torch", "torchvision", "facenet_pytorch", "pandas", "matplotlib")
-"""Imported only by the commands that need them: an ONNX `label` starts in well under a second."""
+HEAVY = ("torch", "torchvision", "facenet_pytorch", "ray", "pandas", "matplotlib", "requests")
+"""Imported only by the commands (or teachers) that need them: an ONNX `label` starts in well under a second."""
 
 
 @pytest.fixture

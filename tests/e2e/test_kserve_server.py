@@ -1,7 +1,9 @@
 """`extractor label --protocol kserve-v2` against KServe's own model server (optional: needs the kserve package).
 
 KServe's Python model server lists no inputs or outputs in its metadata; the teacher sends its input as
-"input-0" and takes the answer's first output. Run with the package installed: `pytest -m serving`.
+"input-0" and takes the answer's first output. It takes and gives tensors in both formats: JSON numbers,
+and the binary tensor data extension (kserve.protocol.infer_type, InferRequest.from_bytes). Run with the
+package installed: `pytest -m serving`.
 """
 from __future__ import annotations
 
@@ -50,9 +52,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def kserve_url(tmp_path):
+@pytest.fixture(scope="module")
+def kserve_url(tmp_path_factory):
     """KServe's ModelServer serving a kserve.Model that runs a tiny ONNX classifier, on 127.0.0.1."""
+    tmp_path = tmp_path_factory.mktemp("kserve")
     model = tmp_path / "tiny.onnx"
     model.write_bytes(tiny_classifier(channels=1, size=32, classes=5))
     port = free_port()
@@ -82,7 +85,8 @@ def kserve_url(tmp_path):
         log.close()
 
 
-def test_labels_through_kserve_model_server_match_the_onnx_model(kserve_url, tmp_path):
+@pytest.mark.parametrize("tensor_format, used", [("binary", "binary"), ("json", "json"), ("auto", "binary")])
+def test_labels_through_kserve_model_server_match_the_onnx_model(kserve_url, tmp_path, tensor_format, used):
     url, model = kserve_url
     metadata = requests.get(f"{url}/v2/models/tiny", timeout=5).json()
     assert (metadata["inputs"], metadata["outputs"]) == ([], [])  # what the feature is for
@@ -90,9 +94,10 @@ def test_labels_through_kserve_model_server_match_the_onnx_model(kserve_url, tmp
     write_jpegs(images, 12)
     served = run_extractor("label", "--teacher", url, "--protocol", "kserve-v2", "--model-name", "tiny",
                            "--images", images, "--store", tmp_path / "http.db", *FLAGS, "--request-batch", "4",
-                           "--json")
+                           "--tensor-format", tensor_format, "--json")
     summary = json.loads(served.stdout)
     assert (summary["labeled"], summary["failed"], summary["queries"]) == (12, 0, 12)
+    assert summary["tensor_format"] == used and "sending JSON tensors" not in served.stderr
     assert "'input-0'" in served.stderr and "--input-name" in served.stderr
     run_extractor("label", "--teacher", model, "--images", images, "--store", tmp_path / "onnx.db", *FLAGS, "--json")
     http, local = (exported(tmp_path / f"{name}.db", tmp_path / f"{name}.csv") for name in ("http", "onnx"))

@@ -1,6 +1,8 @@
 """A real HTTP model server for tests and benchmarks: one ONNX model behind a serving protocol, with faults on demand.
 
-Protocols: ``kserve-v2`` (with ``GET /v2/models/{name}`` metadata), ``kserve-v1`` (TF Serving
+Protocols: ``kserve-v2`` (with ``GET /v2/models/{name}`` metadata, and the binary tensor data extension:
+raw little-endian tensors after a JSON header of ``Inference-Header-Content-Length`` bytes, both ways,
+FP32, FP16 or FP64 in), ``kserve-v1`` (TF Serving
 ``:predict``, with ``GET /v1/models/{name}`` version status), ``torchserve`` (image bytes in, top-k
 ``{label: probability}`` out) and ``json`` (``{"images": [base64 PNG/JPEG]}`` in,
 ``{"model_version", "result": {"scores": [[...]]}}`` out). Image protocols decode with PIL and apply
@@ -8,11 +10,15 @@ the model's preprocessing, ``(pixel - mean) / std`` on the 0-255 scale.
 
 Switches (``ModelServer.set(...)`` or ``POST /control`` with a JSON object of the same names):
 ``fault`` + ``fault_times`` inject one of ``FAULTS`` (or any 3-digit status) into the next inference
-requests (-1: all of them), ``retry_after`` goes with injected statuses, ``delay_s`` delays every
-answer, ``max_concurrent`` caps requests served at once, ``model_version`` changes what is served,
-``tensor_metadata=False`` answers kserve-v2 metadata with ``"inputs": []`` and ``"outputs": []`` (as
-KServe's own Python model server does).
-``GET /control`` returns the counts: inference requests and images received, the most in flight.
+requests (-1: all of them), ``fault_rate`` + ``fault_mix`` inject a random one of ``fault_mix`` into
+that fraction of them (seeded by ``fault_seed``), ``retry_after`` goes with injected statuses,
+``delay_s`` delays every answer, ``max_concurrent`` caps requests served at once, ``model_version``
+changes what is served, ``tensor_metadata=False`` answers kserve-v2 metadata with ``"inputs": []`` and
+``"outputs": []`` (as KServe's own Python model server does), ``binary=False`` refuses binary tensors
+with a 400 (as a server without the extension does), ``input_datatype`` is the datatype the metadata
+names.
+``GET /control`` returns the counts: inference requests and images received, the most in flight,
+requests in binary, the input datatypes seen.
 
 Run alone: ``python -m tests.servers.model_server --model X.onnx|tiny --protocol P --port 0``; it prints
 ``serving P at URL`` once it listens. It binds 127.0.0.1 only.
@@ -23,6 +29,7 @@ import argparse
 import base64
 import io
 import json
+import random
 import re
 import socket
 import struct
@@ -38,10 +45,14 @@ import onnxruntime as ort
 from PIL import Image
 
 PROTOCOLS: tuple[str, ...] = ("kserve-v2", "kserve-v1", "torchserve", "json")
-FAULTS: tuple[str, ...] = ("timeout", "slow", "reset", "bad-json", "wrong-shape", "nan", "missing-field",
-                           "401-echo")
-"""Named faults; a 3-digit string such as "429" or "503" answers that status instead."""
+FAULTS: tuple[str, ...] = ("timeout", "slow", "reset", "bad-json", "truncated", "wrong-shape", "nan",
+                           "missing-field", "401-echo")
+"""Named faults; a 3-digit string such as "429" or "503" answers that status instead. "timeout" stalls
+``hang_s``; "bad-json" is a 200 whose body is cut in half (its Content-Length matches: JSON or binary data
+cut short); "truncated" announces the whole body and closes the connection halfway through it."""
 HOST = "127.0.0.1"
+BINARY_HEADER = "Inference-Header-Content-Length"
+V2_DTYPES = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2"), "FP64": np.dtype("<f8")}
 
 
 @dataclass
@@ -52,6 +63,12 @@ class Switches:
     """The fault to inject, one of FAULTS or a 3-digit HTTP status."""
     fault_times: int = 0
     """How many upcoming inference requests get the fault; -1 for all."""
+    fault_rate: float = 0.0
+    """Fraction of inference requests (beyond those ``fault_times`` takes) given a random fault of ``fault_mix``."""
+    fault_mix: tuple[str, ...] = ()
+    """The faults ``fault_rate`` draws from, uniformly."""
+    fault_seed: int = 0
+    """Seeds the draws of ``fault_rate``."""
     retry_after: str | None = None
     """Retry-After header sent with an injected status."""
     hang_s: float = 2.0
@@ -67,6 +84,10 @@ class Switches:
     tensor_metadata: bool = True
     """Whether kserve-v2 metadata lists the input and outputs; False answers "inputs": [] and "outputs": [],
     as KServe's own Python model server (kserve.Model) does."""
+    binary: bool = True
+    """Whether kserve-v2 takes the binary tensor data extension; False answers such requests 400."""
+    input_datatype: str = "FP32"
+    """The input datatype kserve-v2 metadata names (FP32, FP16 or FP64); requests may send any of them."""
 
 
 class ModelServer:
@@ -134,24 +155,31 @@ class ModelServer:
         unknown = set(changes) - valid
         if unknown:
             raise ValueError(f"unknown switches {sorted(unknown)}; valid: {sorted(valid)}")
-        fault = changes.get("fault")
-        if fault is not None and fault not in FAULTS and not re.fullmatch(r"[1-5]\d\d", fault):
-            raise ValueError(f"fault must be one of {FAULTS} or a 3-digit status, got {fault!r}")
+        for fault in [changes.get("fault"), *changes.get("fault_mix", ())]:
+            if fault is not None and fault not in FAULTS and not re.fullmatch(r"[1-5]\d\d", fault):
+                raise ValueError(f"fault must be one of {FAULTS} or a 3-digit status, got {fault!r}")
+        if "fault_mix" in changes:
+            changes["fault_mix"] = tuple(changes["fault_mix"])
         with self._lock:
             for key, value in changes.items():
                 setattr(self.switches, key, value)
+            if "fault_seed" in changes or not hasattr(self, "_draws"):
+                self._draws = random.Random(self.switches.fault_seed)
             if "max_concurrent" in changes:
                 cap = changes["max_concurrent"]
                 self._slots = threading.BoundedSemaphore(cap) if cap else None
 
     def counts(self) -> dict[str, Any]:
-        """Inference requests and images received so far, and the most requests served at once."""
+        """Inference requests and images received so far, the most requests served at once, requests
+        whose tensors came in binary, and the input datatypes seen."""
         with self._lock:
-            return {"requests": self.requests, "images": self.images, "max_in_flight": self.max_in_flight}
+            return {"requests": self.requests, "images": self.images, "max_in_flight": self.max_in_flight,
+                    "binary_requests": self.binary_requests, "datatypes": sorted(self.datatypes)}
 
     def reset_counts(self) -> None:
         with self._lock:
-            self.requests = self.images = self.in_flight = self.max_in_flight = 0
+            self.requests = self.images = self.in_flight = self.max_in_flight = self.binary_requests = 0
+            self.datatypes: set[str] = set()
             self.last_headers: dict[str, str] = {}
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
@@ -168,20 +196,24 @@ class ModelServer:
         """(B, C, H, W) float32 -> (B, classes) float32 model outputs."""
         return self.session.run([self.output_name], {self.model_input: inputs.astype(np.float32)})[0]
 
-    def _arrive(self, images: int, headers: dict[str, str]) -> None:
+    def _arrive(self, request: _Request, headers: dict[str, str]) -> None:
         with self._lock:
             self.requests += 1
-            self.images += images
+            self.images += len(request.inputs)
+            self.binary_requests += request.binary_in
+            self.datatypes.add(request.datatype)
             self.last_headers = headers
 
     def _take_fault(self) -> str | None:
         with self._lock:
             switches = self.switches
-            if switches.fault is None or switches.fault_times == 0:
-                return None
-            if switches.fault_times > 0:
-                switches.fault_times -= 1
-            return switches.fault
+            if switches.fault is not None and switches.fault_times != 0:
+                if switches.fault_times > 0:
+                    switches.fault_times -= 1
+                return switches.fault
+            if switches.fault_mix and self._draws.random() < switches.fault_rate:
+                return self._draws.choice(switches.fault_mix)
+            return None
 
     def _enter(self) -> threading.BoundedSemaphore | None:
         slots = self._slots
@@ -197,6 +229,22 @@ class ModelServer:
             self.in_flight -= 1
         if slots is not None:
             slots.release()
+
+
+@dataclass(frozen=True)
+class _Request:
+    """An inference request as read: the model input, and how its tensors travel."""
+
+    inputs: np.ndarray
+    """(B, C, H, W) float32."""
+    datatype: str = "FP32"
+    binary_in: bool = False
+    binary_out: bool = False
+    """Whether the answer's outputs go in binary (kserve-v2 ``binary_data_output`` or an output's ``binary_data``)."""
+
+
+class _Refused(ValueError):
+    """A request the server does not take (answered 400)."""
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -249,17 +297,17 @@ class _Handler(BaseHTTPRequestHandler):
         if route and route != model.switches.model_version:
             return self._send(404, {"error": f"version {route} not found"})
         try:
-            inputs = _read_inputs(model, body)
+            request = _read_request(model, body, self.headers.get(BINARY_HEADER))
         except (ValueError, KeyError, TypeError, IndexError, OSError) as exc:
             return self._send(400, {"error": f"bad request: {exc}"})
-        model._arrive(len(inputs), dict(self.headers))
+        model._arrive(request, dict(self.headers))
         slots = model._enter()
         try:
-            self._answer(model, inputs)
+            self._answer(model, request)
         finally:
             model._leave(slots)
 
-    def _answer(self, model: ModelServer, inputs: np.ndarray) -> None:
+    def _answer(self, model: ModelServer, request: _Request) -> None:
         fault = model._take_fault()
         switches = model.switches
         time.sleep(switches.delay_s)
@@ -281,10 +329,23 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.startswith("3"):
                 headers["Location"] = "http://127.0.0.1:9/elsewhere"
             return self._send(int(fault), {"error": f"injected {fault}"}, headers)
-        scores = model.infer(inputs)
+        answer = _encode_answer(model, model.infer(request.inputs), fault)
+        body, headers = json.dumps(answer).encode(), {}
+        if request.binary_out and isinstance(answer, dict) and "outputs" in answer:
+            body, json_length = _binary_answer(answer)
+            headers[BINARY_HEADER] = str(json_length)
         if fault == "bad-json":
-            return self._send_bytes(200, b'{"outputs": [{"name": "lo', "application/json")
-        self._send(200, _encode_answer(model, scores, fault))
+            body = body[: len(body) // 2]
+        elif fault == "truncated":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._send_bytes(200, body, "application/octet-stream" if headers else "application/json", headers)
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
@@ -311,19 +372,53 @@ def _route(model: ModelServer, path: str) -> str | None:
     return None if match is None else match.group(1) or ""
 
 
-def _read_inputs(model: ModelServer, body: bytes) -> np.ndarray:
-    """The request's images as a (B, C, H, W) float32 model input."""
+def _read_request(model: ModelServer, body: bytes, json_length: str | None) -> _Request:
+    """The request's images as a (B, C, H, W) float32 model input, and how its tensors travel."""
     if model.protocol == "torchserve":
-        return model.decode_image(body)[None]
-    request = json.loads(body)
+        return _Request(model.decode_image(body)[None])
+    if model.protocol != "kserve-v2" or json_length is None:
+        request = json.loads(body)
+    elif not model.switches.binary:
+        raise _Refused("binary tensor data is not supported")
+    else:
+        request = json.loads(body[: int(json_length)])
     if model.protocol == "kserve-v2":
-        tensor = request["inputs"][0]
-        if tensor["name"] != model.input_name:
-            raise ValueError(f"unknown input {tensor['name']!r}; the model takes {model.input_name!r}")
-        return np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
+        return _read_v2(model, request, body, json_length)
     if model.protocol == "kserve-v1":
-        return np.asarray(request["instances"], np.float32)
-    return np.stack([model.decode_image(base64.b64decode(item)) for item in request["images"]])
+        return _Request(np.asarray(request["instances"], np.float32))
+    return _Request(np.stack([model.decode_image(base64.b64decode(item)) for item in request["images"]]))
+
+
+def _read_v2(model: ModelServer, request: dict[str, Any], body: bytes, json_length: str | None) -> _Request:
+    tensor = request["inputs"][0]
+    if tensor["name"] != model.input_name:
+        raise ValueError(f"unknown input {tensor['name']!r}; the model takes {model.input_name!r}")
+    datatype = tensor["datatype"]
+    if datatype not in V2_DTYPES:
+        raise ValueError(f"input datatype {datatype!r} is not one of {sorted(V2_DTYPES)}")
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is None:
+        data = np.asarray(tensor["data"], np.float32)
+    else:
+        dtype, offset = V2_DTYPES[datatype], int(json_length or 0)
+        if offset + size != len(body):
+            raise ValueError(f"binary_data_size {size} does not match the {len(body) - offset} bytes sent")
+        data = np.frombuffer(body, dtype, size // dtype.itemsize, offset).astype(np.float32)
+    outputs = request.get("outputs") or []
+    binary_out = bool((request.get("parameters") or {}).get("binary_data_output")) or any(
+        (output.get("parameters") or {}).get("binary_data") for output in outputs)
+    return _Request(data.reshape(tensor["shape"]), datatype, size is not None, binary_out)
+
+
+def _binary_answer(answer: dict[str, Any]) -> tuple[bytes, int]:
+    """A kserve-v2 answer with its outputs' data moved, as raw little-endian FP32, after the JSON header."""
+    raw = []
+    for output in answer["outputs"]:
+        data = np.asarray(output.pop("data"), "<f4").tobytes()
+        output["parameters"] = {"binary_data_size": len(data)}
+        raw.append(data)
+    header = json.dumps(answer).encode()
+    return header + b"".join(raw), len(header)
 
 
 def _encode_answer(model: ModelServer, scores: np.ndarray, fault: str | None) -> Any:
@@ -362,7 +457,8 @@ def _v2_metadata(model: ModelServer) -> dict[str, Any]:
     if not model.switches.tensor_metadata:  # kserve.Model's default get_input_types/get_output_types
         return {"name": model.name, "versions": None, "platform": "", "inputs": [], "outputs": []}
     return {"name": model.name, "versions": [model.switches.model_version], "platform": "onnxruntime_onnx",
-            "inputs": [{"name": model.input_name, "datatype": "FP32", "shape": model.input_shape}],
+            "inputs": [{"name": model.input_name, "datatype": model.switches.input_datatype,
+                        "shape": model.input_shape}],
             "outputs": [{"name": model.output_name, "datatype": "FP32", "shape": [-1, len(model.class_names)]}]}
 
 

@@ -5,13 +5,15 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from extractor.errors import ConfigError
 from extractor.students.batches import Batch, DistilTensors, InputConfig
-from extractor.students.config import DistillConfig, OptimConfig
+from extractor.students.config import DistillConfig, HintConfig, OptimConfig
 from extractor.students.losses import combine_teachers, teacher_log_probs
-from extractor.students.tasks import DistillTask
+from extractor.students.tasks import DistillTask, HintTask
 from extractor.students.trainer import Trainer, build_optimizer
+from extractor.students.zoo import build_student
 
 
 def test_two_teachers_combine_into_the_weighted_mean_of_their_tempered_distributions():
@@ -89,3 +91,51 @@ def test_distill_task_returns_the_distillation_parts():
     parts = DistillTask(student, DistillConfig(temperature=2.0, alpha=0.5))(batch)
     assert set(parts) == {"loss", "hard", "soft"}
     assert math.isclose(parts["loss"].item(), parts["hard"].item() + 0.5 * parts["soft"].item(), rel_tol=1e-6)
+
+
+def hint_batch(channels: int = 3, size: int = 32, classes: int = 10, rows: int = 4) -> Batch:
+    scores = torch.softmax(torch.randn(rows, classes), dim=1)
+    return Batch(inputs=torch.randn(rows, channels, size, size), labels=scores.argmax(1),
+                 teacher_log_probs=teacher_log_probs(scores, "probs", 4.0),
+                 soft_mask=torch.ones(rows, dtype=torch.bool), truth=None)
+
+
+@pytest.mark.parametrize("parent_name, child_name, child_width, parent_map, child_map", [
+    ("resnet20", "resnet8", 0.5, (64, 8, 8), (32, 8, 8)),        # deeper and wider parent: channels differ
+    ("squeezenet1_1", "resnet8", 1.0, (512, 1, 1), (64, 8, 8)),  # another family: channels and side differ
+])
+def test_hint_maps_a_mismatched_child_feature_map_onto_the_parents(parent_name, child_name, child_width,
+                                                                   parent_map, child_map):
+    torch.manual_seed(0)
+    parent = build_student(parent_name, 10, 3)
+    child = build_student(child_name, 10, 3, child_width)
+    task = HintTask(child, parent, DistillConfig(), HintConfig(weight=0.5), input_shape=(3, 32, 32))
+    assert task.parent_shape == parent_map and task.student_shape == child_map
+    assert (task.adapter.in_channels, task.adapter.out_channels, task.adapter.kernel_size) == \
+        (child_map[0], parent_map[0], (1, 1))
+    parts = task.train()(hint_batch())
+    assert set(parts) == {"loss", "hard", "soft", "hint"} and parts["hint"].item() > 0
+    assert math.isclose(parts["loss"].item(), parts["hard"].item() + parts["soft"].item() + 0.5 * parts["hint"].item(),
+                        rel_tol=1e-5)
+    parts["loss"].backward()
+    assert task.adapter.weight.grad is not None and child.fc.weight.grad is not None
+    assert all(p.grad is None and not p.requires_grad for p in parent.parameters())
+    assert not parent.training  # the frozen parent keeps its BatchNorm statistics
+    assert not child._forward_hooks and not dict(child.named_modules())["features"]._forward_hooks
+
+
+def test_hint_equals_the_mse_of_the_adapted_child_map_and_the_parents():
+    torch.manual_seed(0)
+    parent, child = build_student("resnet8", 3, 1), build_student("resnet8", 3, 1, 0.5)
+    task = HintTask(child, parent, DistillConfig(), HintConfig(), input_shape=(1, 32, 32)).eval()
+    batch = hint_batch(channels=1, classes=3)
+    with torch.no_grad():
+        expected = F.mse_loss(task.adapter(child.features(child.stem(batch.inputs))),
+                              parent.features(parent.stem(batch.inputs)))
+        assert math.isclose(task(batch)["hint"].item(), expected.item(), rel_tol=1e-5)
+
+
+def test_hint_names_a_missing_layer():
+    with pytest.raises(ConfigError, match="--hint-layer 'body'"):
+        HintTask(build_student("resnet8", 3, 3), build_student("resnet8", 3, 3), DistillConfig(),
+                 HintConfig(student_layer="body"), input_shape=(3, 32, 32))

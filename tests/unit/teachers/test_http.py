@@ -111,6 +111,48 @@ def test_tensor_protocols_match_onnxruntime(serve, emotion_model, faces, protoco
     assert server.counts()["images"] == 16
 
 
+@pytest.mark.parametrize("tensor_format", ["binary", "json", "auto"])
+def test_kserve_v2_tensor_formats_match_onnxruntime(serve, emotion_model, faces, tensor_format) -> None:
+    server = serve(emotion_model, "kserve-v2", name="emotion", class_names=EMOTIONS)
+    teacher = HttpTeacher(make_config(server, tensor_format=tensor_format))
+    batch = np.stack([server.preprocess(face) for face in faces])
+    np.testing.assert_array_equal(teacher.predict(batch).probs, run_onnx(emotion_model, batch))
+    binary = tensor_format != "json"
+    assert teacher.tensor_format == ("binary" if binary else "json")
+    assert server.counts()["binary_requests"] == binary
+
+
+def test_auto_falls_back_to_json_once_when_the_server_refuses_binary(serve, caplog) -> None:
+    server = serve(TINY, "kserve-v2", binary=False)
+    ledger = Ledger()
+    teacher = HttpTeacher(make_config(server), ledger=ledger)
+    assert teacher.tensor_format is None  # undecided until the server answers
+    with ThreadPoolExecutor(4) as pool:  # the first request decides alone: one refusal, not one per thread
+        outputs = list(pool.map(lambda seed: teacher.predict(inputs_for(teacher, 2, seed)), range(8)))
+    assert teacher.tensor_format == "json" and all(output.labels.shape == (2,) for output in outputs)
+    assert (server.counts()["requests"], server.counts()["binary_requests"]) == (8, 0)
+    records = ledger.drain()
+    assert sum(record.charged for record in records) == 2 * 9  # the refused request was sent, so charged
+    assert sum("sending JSON tensors from now on" in message for message in caplog.messages) == 1
+
+
+def test_binary_asked_for_is_never_downgraded(serve) -> None:
+    server = serve(TINY, "kserve-v2", binary=False)
+    teacher = HttpTeacher(make_config(server, tensor_format="binary"))
+    with pytest.raises(TeacherError, match="HTTP 400 .*binary tensor data is not supported"):
+        teacher.predict(inputs_for(teacher, 2))
+
+
+def test_fp16_inputs_travel_as_fp16(serve, emotion_model, faces) -> None:
+    server = serve(emotion_model, "kserve-v2", input_datatype="FP16")
+    teacher = HttpTeacher(make_config(server))
+    batch = np.stack([server.preprocess(face) for face in faces])
+    output = teacher.predict(batch)
+    assert (server.counts()["datatypes"], server.counts()["binary_requests"]) == (["FP16"], 1)
+    reference = run_onnx(emotion_model, batch.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(output.probs, reference, rtol=1e-6, atol=1e-6)
+
+
 def test_json_protocol_matches_onnxruntime(serve, emotion_model, faces) -> None:
     server = serve(emotion_model, "json", class_names=EMOTIONS)
     teacher = HttpTeacher(make_config(server, output_policy="logits"))
@@ -138,7 +180,8 @@ def test_torchserve_matches_onnxruntime_top_k(serve, emotion_model, faces, topk,
         assert output.kind == kind and not got[hidden].any()
         np.testing.assert_allclose(got[top], expected[top], rtol=1e-6, atol=1e-37)  # float32 subnormals
         assert output.labels.item() == expected.argmax()
-    assert server.counts() == {"requests": 16, "images": 16, "max_in_flight": 1}
+    assert server.counts() == {"requests": 16, "images": 16, "max_in_flight": 1, "binary_requests": 0,
+                               "datatypes": ["FP32"]}
 
 
 # --- metadata, versions, classes -----------------------------------------------------------------
@@ -290,6 +333,8 @@ def test_retry_after_beyond_max_backoff_gives_up(serve) -> None:
 def test_client_errors_are_not_retried(serve) -> None:
     server = serve(TINY, "kserve-v2")
     teacher = HttpTeacher(make_config(server))
+    teacher.predict(inputs_for(teacher, 1))  # settles the tensor format
+    server.reset_counts()
     server.set(fault="400", fault_times=-1)
     with pytest.raises(TeacherError, match="answered HTTP 400 Bad Request: .*injected 400") as caught:
         teacher.predict(inputs_for(teacher, 4))
@@ -340,7 +385,6 @@ def test_refused_connection_is_unavailable() -> None:
 # --- malformed answers ---------------------------------------------------------------------------
 
 MALFORMED = {
-    "bad-json": {protocol: "the answer is not JSON" for protocol in ("kserve-v2", "kserve-v1", "torchserve", "json")},
     "nan": {protocol: "NaN or infinite" for protocol in ("kserve-v2", "kserve-v1", "torchserve", "json")},
     "missing-field": {"kserve-v2": "no 'outputs' field", "kserve-v1": "no 'predictions' field",
                       "torchserve": "names no classes", "json": "no 'result.scores'"},
@@ -365,6 +409,26 @@ def test_malformed_answers_are_refused_with_a_reason(serve, fault, protocol, rea
     records = ledger.drain()
     assert records[-1].status == 200 and records[-1].error.startswith("MalformedAnswer:")
     assert teacher.predict(inputs_for(teacher, 1)).labels.shape == (1,)
+
+
+@pytest.mark.parametrize("protocol", ["kserve-v2", "kserve-v1", "torchserve", "json"])
+@pytest.mark.parametrize("fault", ["bad-json", "truncated"])
+def test_unreadable_bodies_are_retried_like_5xx(serve, protocol, fault) -> None:
+    """A body cut short (in its Content-Length, or by a closed connection) is a transport fault, not an answer."""
+    server = serve(TINY, protocol, class_names=EMOTIONS)
+    ledger = Ledger()
+    teacher = HttpTeacher(make_config(server, retries=2), ledger=ledger)
+    server.set(fault=fault, fault_times=2)
+    assert teacher.predict(inputs_for(teacher, 1)).labels.shape == (1,)
+    assert server.counts()["requests"] == 3
+    server.set(fault=fault, fault_times=-1)
+    reason = "(the answer is not JSON|Inference-Header-Content-Length is .* but the body has)" \
+        if fault == "bad-json" else "connection failed"  # kserve-v2 answers in binary here
+    with pytest.raises(TeacherUnavailable, match=f"failed 3 attempts .*; last: {reason}"):
+        teacher.predict(inputs_for(teacher, 1))
+    records = ledger.drain()
+    assert (records[-2].retries, records[-2].error) == (2, None)
+    assert records[-1].status == ("UnreadableAnswer" if fault == "bad-json" else "ChunkedEncodingError")
 
 
 # --- budget --------------------------------------------------------------------------------------
@@ -597,6 +661,8 @@ def test_inputs_are_checked_before_sending(serve) -> None:
     ({"protocol": "kserve-v1", "input_name": "x"}, "--input-name applies to --protocol kserve-v2, not kserve-v1"),
     ({"protocol": "torchserve", "output_name": "x"}, "--output-name applies to --protocol kserve-v2 or kserve-v1"),
     ({"input_name": ""}, "--input-name must name a tensor"),
+    ({"tensor_format": "raw"}, "--tensor-format must be one of"),
+    ({"protocol": "kserve-v1", "tensor_format": "binary"}, "--tensor-format binary applies to --protocol kserve-v2"),
 ])
 def test_config_errors_name_the_flag(options, flag) -> None:
     with pytest.raises(ValueError, match=flag):
@@ -609,7 +675,8 @@ def test_server_control_endpoint(serve) -> None:
     answer = requests.post(f"{server.url}/control", json={"fault": "503", "fault_times": 1, "model_version": "1"})
     assert answer.status_code == 200 and server.switches.fault == "503"
     teacher.predict(inputs_for(teacher, 2))
-    assert requests.get(f"{server.url}/control").json() == {"requests": 2, "images": 4, "max_in_flight": 1}
+    assert requests.get(f"{server.url}/control").json() == {"requests": 2, "images": 4, "max_in_flight": 1,
+                                                            "binary_requests": 2, "datatypes": ["FP32"]}
     assert requests.post(f"{server.url}/control", json={"reset_counts": True}).json()["requests"] == 0
     refused = requests.post(f"{server.url}/control", json={"fualt": "500"})
     assert refused.status_code == 400 and "unknown switches" in refused.json()["error"]

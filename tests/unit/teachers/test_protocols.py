@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extractor.teachers.base import MalformedAnswer, TeacherError
+from extractor.teachers.base import MalformedAnswer, TeacherError, UnreadableAnswer
 from extractor.teachers.protocols import (
+    BINARY_HEADER,
     JsonCodec,
     JsonSpec,
     KServeV1Codec,
@@ -19,6 +20,7 @@ from extractor.teachers.protocols import (
     TorchServeCodec,
     encode_image,
     make_codec,
+    parse_body,
     parse_json,
     parse_metadata,
     parse_path,
@@ -110,6 +112,72 @@ def test_kserve_v2_request_and_answer() -> None:
 def test_kserve_v2_refuses_malformed_answers(answer: dict, reason: str) -> None:
     with pytest.raises(MalformedAnswer, match=reason):
         KServeV2Codec("m", None, "x").decode(answer)
+
+
+def binary_body(header: dict, *tensors: np.ndarray) -> tuple[bytes, str]:
+    """A body of the binary tensor data extension and its header length, as a server writes it."""
+    head = json.dumps(header).encode()
+    return head + b"".join(tensor.tobytes() for tensor in tensors), str(len(head))
+
+
+@pytest.mark.parametrize("datatype, dtype", [("FP32", "<f4"), ("FP16", "<f2"), ("FP64", "<f8")])
+def test_kserve_v2_binary_request_is_a_json_header_then_raw_little_endian_values(datatype, dtype) -> None:
+    codec = KServeV2Codec("emotion", None, "face", datatype, binary=True)
+    batch = np.random.default_rng(0).standard_normal((2, 1, 3, 3)).astype(np.float32)
+    request = codec.encode(batch)
+    assert request.content_type == "application/octet-stream"
+    (name, length), = request.headers
+    header = json.loads(request.body[: int(length)])
+    raw = request.body[int(length):]
+    assert name == BINARY_HEADER and header["parameters"] == {"binary_data_output": True}
+    tensor = header["inputs"][0]
+    assert (tensor["shape"], tensor["datatype"], tensor["parameters"]) == ([2, 1, 3, 3], datatype,
+                                                                          {"binary_data_size": 18 * np.dtype(dtype).itemsize})
+    assert "data" not in tensor and np.array_equal(np.frombuffer(raw, dtype), batch.ravel().astype(dtype))
+
+
+def test_kserve_v2_binary_request_names_its_output_in_binary() -> None:
+    codec = KServeV2Codec("m", None, "x", output_name="probs", request_output=True, binary=True)
+    request = codec.encode(np.zeros((1, 1, 2, 2), np.float32))
+    header = json.loads(request.body[: int(dict(request.headers)[BINARY_HEADER])])
+    assert header["outputs"] == [{"name": "probs", "parameters": {"binary_data": True}}]
+
+
+def test_kserve_v2_binary_answer_is_read_into_the_outputs() -> None:
+    logits, probs = np.arange(14, dtype="<f4").reshape(2, 7), np.full((2, 7), 1 / 7, "<f2")
+    header = {"model_version": "1", "outputs": [
+        {"name": "logits", "shape": [2, 7], "datatype": "FP32", "parameters": {"binary_data_size": 56}},
+        {"name": "probs", "shape": [2, 7], "datatype": "FP16", "parameters": {"binary_data_size": 28}}]}
+    answer = parse_body(*binary_body(header, logits, probs))
+    assert np.array_equal(KServeV2Codec("m", None, "x").decode(answer).scores, logits)
+    decoded = KServeV2Codec("m", None, "x", output_name="probs").decode(answer)
+    assert decoded.scores.dtype == np.float32 and np.allclose(decoded.scores, 1 / 7, atol=1e-3)
+    mixed = {"outputs": [{"name": "a", "shape": [1, 2], "data": [1, 2]},
+                         {"name": "b", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}
+    answer = parse_body(*binary_body(mixed, np.array([3, 4], "<f4")))  # JSON and binary outputs side by side
+    assert KServeV2Codec("m", None, "x", output_name="b").decode(answer).scores.tolist() == [[3, 4]]
+
+
+@pytest.mark.parametrize("cut, reason", [
+    (lambda body, length: (body[:-4], length), "cut short"),
+    (lambda body, length: (body + b"\0\0\0\0", length), "4 bytes after its outputs"),
+    (lambda body, length: (body[:20], length), "but the body has 20 bytes"),
+    (lambda body, length: (body, "abc"), "not a length"),
+    (lambda body, length: (b"[" + body[1:], length), "not JSON"),
+])
+def test_binary_answers_that_do_not_add_up_are_unreadable(cut, reason) -> None:
+    header = {"outputs": [{"name": "o", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}
+    body, length = binary_body(header, np.array([1, 2], "<f4"))
+    with pytest.raises(UnreadableAnswer, match=reason):
+        parse_body(*cut(body, length))
+
+
+def test_a_binary_answer_of_the_wrong_size_for_its_shape_is_malformed_not_unreadable() -> None:
+    header = {"outputs": [{"name": "o", "shape": [1, 3], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}
+    answer = parse_body(*binary_body(header, np.array([1, 2], "<f4")))
+    with pytest.raises(MalformedAnswer, match="needs 3 values, 'data' has 2") as caught:
+        KServeV2Codec("m", None, "x").decode(answer)
+    assert not isinstance(caught.value, UnreadableAnswer)
 
 
 def test_kserve_v2_picks_the_named_output() -> None:
@@ -241,5 +309,6 @@ def test_make_codec_fills_gaps_from_metadata() -> None:
 
 def test_parse_json_reason() -> None:
     assert parse_json(b'{"a": 1}') == {"a": 1}
-    with pytest.raises(MalformedAnswer, match="not JSON"):
+    with pytest.raises(UnreadableAnswer, match="not JSON"):
         parse_json(b'{"outputs": [')
+    assert np.isnan(parse_json(b'{"a": NaN}')["a"])  # Python servers write NaN: it reads, for decode to refuse

@@ -1,0 +1,47 @@
+"""The chain's pieces that need no training: links, settings, the stop rule."""
+from pathlib import Path
+
+import pytest
+
+from extractor.chain import ChainConfig, Link, stop_index
+from extractor.config import TrainConfig
+from extractor.errors import ConfigError
+from extractor.students.config import HintConfig
+
+
+def test_links_parse_architecture_and_width():
+    links = Link.parse_list("squeezenet1_1, resnet20:0.5,resnet8:0.25")
+    assert links == (Link("squeezenet1_1", 1.0), Link("resnet20", 0.5), Link("resnet8", 0.25))
+    assert [link.directory(i) for i, link in enumerate(links)] == [
+        "link0_squeezenet1_1_w1.0", "link1_resnet20_w0.5", "link2_resnet8_w0.25"]
+    with pytest.raises(ConfigError, match="--links"):
+        Link.parse_list("resnet8:half")
+
+
+@pytest.mark.parametrize("fidelities, stop_drop, expected", [
+    ([0.80, 0.78, 0.74, 0.60], 5.0, 2),   # drops 2, 6, 20 points: the first beyond 5 is link 2
+    ([0.80, 0.78, 0.76], 5.0, None),      # 4 points is not more than 5
+    ([0.80, 0.75, 0.70], 5.0, 2),         # exactly 5 points does not stop; 10 does
+    ([0.80, 0.90, 0.60], 0.0, 2),         # a better child never stops the chain
+    ([0.80, 0.10], None, None),           # no rule, no stop
+])
+def test_the_chain_stops_at_the_first_drop_larger_than_p_points(fidelities, stop_drop, expected):
+    assert stop_index(fidelities, stop_drop) == expected
+
+
+def test_chain_settings_are_checked():
+    train = TrainConfig(store=Path("s.db"), out=Path("chain"))
+    with pytest.raises(ConfigError, match="--links"):
+        ChainConfig(train=train, links=())
+    with pytest.raises(ConfigError, match="--children"):
+        ChainConfig(train=train, links=(Link("resnet8"),), children=0)
+    with pytest.raises(ConfigError, match="--stop-drop"):
+        ChainConfig(train=train, links=(Link("resnet8"),), stop_drop=-1)
+
+
+def test_a_rerun_must_repeat_the_chain_but_not_its_progress_flags():
+    links = (Link("resnet20"), Link("resnet8", 0.5))
+    base = ChainConfig(train=TrainConfig(store=Path("s.db"), out=Path("c"), workers=2), links=links)
+    quieter = ChainConfig(train=TrainConfig(store=Path("s.db"), out=Path("c"), workers=1, quiet=True), links=links)
+    hinted = ChainConfig(train=TrainConfig(store=Path("s.db"), out=Path("c")), links=links, hint=HintConfig())
+    assert base.identity() == quieter.identity() != hinted.identity()
