@@ -125,7 +125,23 @@ def train(
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = OptimConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = OptimConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = OptimConfig.lr,
-    augment: Annotated[str, typer.Option(help="none, or a comma list of flip, shift.")] = "flip,shift",
+    augment: Annotated[str, typer.Option(
+        help="auto (the invariance probe chooses), none, or a comma list of flip, shift, crop used with the "
+             "stored answer.")] = "auto",
+    shift: Annotated[float, typer.Option(help="Largest shift, as a fraction of the side.")] = 0.125,
+    crop_scale: Annotated[float, typer.Option(help="Smallest crop side, as a fraction of the side.")] = 0.75,
+    teacher_source: Annotated[Optional[str], typer.Option(
+        help="Where the invariance probe reaches the teacher: an .onnx file or http(s) URL [default: as "
+             "`extractor label` recorded it].")] = None,
+    probe_images: Annotated[int, typer.Option(
+        help="Stored images the probe asks the teacher about under each augmentation (0: no probe).")] = 256,
+    probe_max_change: Annotated[float, typer.Option(
+        help="--augment auto uses an augmentation with the stored answer when the teacher's answer changes "
+             "on fewer than this share of probed images.")] = 0.35,
+    probe_budget: Annotated[Optional[int], typer.Option(
+        help="Most images the probe may send [default: within the label job's --budget].")] = None,
+    views: Annotated[Optional[int], typer.Option(
+        help="Use at most this many stored views per image (1: the plain image) [default: all stored].")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights, order and augmentation.")] = 0,
     heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,
     split_by: Annotated[Optional[tuple[Path, str]], typer.Option(help="CSV COLUMN: hold out whole groups (people).")] = None,
@@ -144,13 +160,16 @@ def train(
 ) -> None:
     """Train a compact student on the teachers' stored hard and soft answers."""
     from extractor.commands import run_train
-    from extractor.config import TeacherChoice, TrainConfig
+    from extractor.config import ProbeConfig, TeacherChoice, TrainConfig
 
     teachers = ((TeacherChoice(run=parent),) if parent else ()) + tuple(TeacherChoice.parse(t) for t in teacher or ())
     cfg = TrainConfig(store=store, out=out, teachers=teachers, hint=HintConfig.from_flags(hint, hint_weight, hint_layer),
                       student=StudentConfig(architecture=student, width=width, size=size), heldout=heldout,
                       split_by=split_by, resume=resume, workers=workers, quiet=quiet or as_json, device=device,
                       augment=tuple(a.strip() for a in augment.split(",") if a.strip() and augment != "none"),
+                      shift_frac=shift, crop_scale=crop_scale, views=views,
+                      probe=ProbeConfig(images=probe_images, max_change=probe_max_change, teacher_source=teacher_source,
+                                        budget=probe_budget),
                       distill=DistillConfig(targets=targets, alpha=alpha, temperature=temperature),  # type: ignore[arg-type]
                       optim=OptimConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
                       slimmable=SlimmableConfig.from_flags(slimmable, inplace, sandwich))
@@ -203,18 +222,22 @@ def chain(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `extractor train`.")],
+    run_dir: Annotated[list[Path], typer.Argument(
+        help="A run directory written by `extractor train`; several: each one's report and one comparison "
+             "table (written to the first).")],
     ground_truth: Annotated[Optional[str], typer.Option(help="LABELS.csv, or 'folders' for class-per-folder trees.")] = None,
     label_column: Annotated[str, typer.Option(help="Ground-truth column of the CSV.")] = "label",
     classes: Annotated[Optional[str], typer.Option(help="Names of the teacher's classes: comma list or file.")] = None,
+    price_per_1000: Annotated[Optional[float], typer.Option(
+        help="The teacher's price per 1000 images sent: reports what the queries cost.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Measure teacher vs student: size, latency, fidelity, accuracy; write report.{md,json,csv,png}."""
-    from extractor.commands import run_report
+    from extractor.commands import run_reports
     from extractor.teacher_source import read_classes
 
-    _emit(run_report(run_dir, ground_truth=ground_truth, label_column=label_column,
-                     classes=read_classes(classes)), as_json)
+    _emit(run_reports(run_dir, ground_truth=ground_truth, label_column=label_column,
+                     classes=read_classes(classes), price_per_1000=price_per_1000), as_json)
 
 
 @app.command()

@@ -108,15 +108,11 @@ def run_export(*, store: Path, out: Path, fmt: str) -> Result:
         raise ConfigError(f"--format must be parquet or csv, got {fmt!r}")
     if not store.exists():
         raise InputNotFound(f"--store {store} does not exist")
+    from extractor.export import export_labels
+
     with LabelStore(store) as label_store:
-        frame = label_store.labels()
-    frame["soft"] = [None if soft is None else soft.tolist() for soft in frame["soft"]]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        frame.to_csv(out, index=False)
-    else:
-        frame.to_parquet(out, index=False)
-    return Result({"rows": len(frame), "out": str(out)}, f"exported {len(frame)} rows to {out}")
+        rows = export_labels(label_store, out, fmt)
+    return Result({"rows": rows, "out": str(out)}, f"exported {rows} rows to {out}")
 
 
 def run_store_stats(store: Path) -> Result:
@@ -152,13 +148,44 @@ def run_train(cfg: TrainConfig) -> Result:
             + (f"agreement with the parent run's student {result.fidelity_to_parent:.1%} (fidelity above: to the "
                "original black-box teacher)\n" if result.fidelity_to_parent is not None else "")
             + f"ONNX export {result.out / 'student.onnx'} matches torch within {result.onnx_max_abs_diff:.1e}\n"
+            + format_augment_policy(result.augment_policy, result.invariance)
             + (f"slimmable widths {', '.join(map(str, cfg.slimmable.widths))}: student_w{{width}}.onnx each\n"
                if cfg.slimmable else "")
             + f"next: extractor report {result.out}")
     return Result(result.as_dict(), text)
 
 
-def run_report(run_dir: Path, *, ground_truth: str | None, label_column: str, classes: tuple[str, ...]) -> Result:
+def format_augment_policy(policy: dict[str, str] | None, probe: dict | None) -> str:
+    """One line: what each augmentation did, and what the invariance probe measured."""
+    if not policy:
+        return ""
+    changed = (probe or {}).get("changed") or {}
+    parts = [f"{name} {use}" + (f" ({changed[name]:.0%} changed)" if name in changed else "")
+             for name, use in policy.items()]
+    note = (probe or {}).get("note")
+    return ("augmentations   " + ", ".join(parts) + (f"; probe of {probe['images']} images" if changed else "")
+            + (f"; {note}" if note else "") + "\n")
+
+
+def run_reports(run_dirs: list[Path], *, ground_truth: str | None, label_column: str, classes: tuple[str, ...],
+                price_per_1000: float | None = None) -> Result:
+    """One run's report; or each run's report (report.png plots the runs that share its teacher and
+    preprocessing by queries) and one comparison table in the first run's directory."""
+    if len(run_dirs) == 1:
+        return run_report(run_dirs[0], ground_truth=ground_truth, label_column=label_column, classes=classes,
+                          price_per_1000=price_per_1000)
+    from extractor.compare import compare_runs
+
+    for run_dir in run_dirs:
+        if not (run_dir / "run.json").exists():
+            raise InputNotFound(f"{run_dir} is not a training run (no run.json); run `extractor train` first")
+    reports = [run_report(run_dir, ground_truth=ground_truth, label_column=label_column, classes=classes,
+                          price_per_1000=price_per_1000, peers=run_dirs).data for run_dir in run_dirs]
+    return compare_runs(reports, run_dirs[0])
+
+
+def run_report(run_dir: Path, *, ground_truth: str | None, label_column: str, classes: tuple[str, ...],
+               price_per_1000: float | None = None, peers: list[Path] | None = None) -> Result:
     import pandas as pd
 
     from extractor.datasets.ground_truth import from_csv, from_folders
@@ -180,5 +207,8 @@ def run_report(run_dir: Path, *, ground_truth: str | None, label_column: str, cl
         if not truth:
             raise ConfigError(f"--ground-truth {ground_truth} names none of the {len(paths)} held-out images "
                              f"(teacher {run['teacher']['fingerprint'][:12]})")
-    report = build_report(run_dir, ground_truth=truth, class_names=classes or None)
+    if price_per_1000 is not None and not price_per_1000 >= 0:
+        raise ConfigError(f"--price-per-1000 must be >= 0, got {price_per_1000}")
+    report = build_report(run_dir, ground_truth=truth, class_names=classes or None, price_per_1000=price_per_1000,
+                          peers=peers or ())
     return Result(report.data, report.text + f"\nwritten: {run_dir}/report.md, report.json, report.csv, report.png")

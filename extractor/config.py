@@ -153,8 +153,8 @@ class TrainConfig:
     out: Path
     """Run directory: checkpoints, metrics.jsonl, student.onnx, run.json."""
     teachers: tuple[TeacherChoice, ...] = ()
-    """Teachers to learn from; empty takes the store's only one. Several are combined (mean of their
-    tempered distributions, weighted)."""
+    """Teachers to learn from; empty takes the store's only black box. Several are combined (mean of their
+    tempered distributions, weighted). Held-out fidelity is to the first one's black box."""
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

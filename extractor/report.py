@@ -9,10 +9,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from extractor.agreement import agreement_metrics
 from extractor.chain import CHAIN_FILE
 from extractor.chain_report import build_chain_report
+from extractor.compare import efficiency_points
 from extractor.errors import ConfigError
 from extractor.profile import ModelProfile, profile_onnx
+from extractor.remote_profile import remote_profile
 from extractor.result import Result
 from extractor.variants import find_variants, variant_rows, variants_markdown
 
@@ -22,7 +25,8 @@ BATCH_SIZES = (1, 64)
 
 
 def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None,
-                 class_names: Sequence[str] | None = None) -> Result:
+                 class_names: Sequence[str] | None = None, price_per_1000: float | None = None,
+                 peers: Sequence[Path] = ()) -> Result:
     """Measures a trained run and writes report.json, report.csv, report.md and report.png.
 
     Args:
@@ -30,6 +34,9 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
         ground_truth: true class name by image relative path (or file name); accuracy is
             reported where it is given, else null.
         class_names: names of the teacher's class indices (default: the teacher's own, else "0", "1", ...).
+        price_per_1000: the teacher's price per 1000 images sent, for the cost of the queries.
+        peers: other runs reported with this one; those of the same teacher and preprocessing are points of
+            report.png's query-efficiency panel.
     """
     if (run_dir / CHAIN_FILE).exists():
         return build_chain_report(run_dir, teacher_profile=_teacher_profile, accuracy=lambda run, heldout, column: _accuracy(
@@ -56,9 +63,16 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
         "queries": run["queries"],
         "targets": run["config"]["targets"],
         "per_class": _per_class(heldout, names),
+        **agreement_metrics(heldout["teacher_label"], heldout["student_label"], run.get("invariance"),
+                            run.get("augment_policy")),
+        "views": run.get("views", 1), "probe_queries": run.get("probe_queries", 0),
+        "efficiency": efficiency_points(run_dir, peers) if peers else [],
         "onnx_max_abs_diff": run["onnx_max_abs_diff"],
         **({"widths": _widths(run_dir, run, heldout, truth, names)} if "widths" in run else {}),
+        "ledger": remote_profile(run, price_per_1000),
     }
+    if run["teacher"].get("type") == "http" and data["ledger"]:  # no model file to time: its requests were timed
+        data["teacher"]["latency_ms"] = data["ledger"]["latency_ms"]
     if find_variants(run_dir):
         data["variants"] = variant_rows(run_dir, run, heldout, data["student"]["latency_ms"],
                                         lambda predicted: _accuracy(predicted, truth, names), BATCH_SIZES)
@@ -144,13 +158,43 @@ def _table(data: dict) -> pd.DataFrame:
         latency = entry["latency_ms"] or {}
         rows.append({"model": model, "size_mb": entry["size_mb"], "params": entry["params"],
                      "latency_ms_b1": latency.get("1"), "latency_ms_b64": latency.get("64"),
-                     "fidelity": 1.0 if model == "teacher" else data["fidelity"], "accuracy": entry["accuracy"]})
+                     "latency_ms_p50": latency.get("image_p50"), "latency_ms_p95": latency.get("image_p95"),
+                     "fidelity": 1.0 if model == "teacher" else data["fidelity"], "accuracy": entry["accuracy"],
+                     **_chance_columns(data, model)})
     for entry in data.get("widths", []):
         latency = entry["latency_ms"]
         rows.append({"model": f"student w{entry['width']}", "size_mb": entry["size_mb"], "params": entry["params"],
                      "latency_ms_b1": latency.get("1"), "latency_ms_b64": latency.get("64"),
                      "fidelity": entry["fidelity"], "accuracy": entry["accuracy"]})
     return pd.DataFrame(rows)
+
+
+def _chance_columns(data: dict, model: str) -> dict:
+    """The CSV's chance and ceiling columns of one model row (the teacher agrees with itself fully)."""
+    ceiling = data.get("teacher_self_agreement") or {}
+    return {"majority_baseline": data.get("majority_baseline"),
+            "macro_agreement": 1.0 if model == "teacher" else data.get("macro_agreement"),
+            "kappa": 1.0 if model == "teacher" else data.get("kappa"),
+            "teacher_self_agreement": ceiling.get("value")}
+
+
+def _truth_lines(data: dict) -> list[str]:
+    """Markdown: fidelity against chance, the teacher's own consistency, and what the probe found."""
+    lines = [f"- chance: always answering the teacher's most frequent class agrees on "
+             f"{_fmt(data.get('majority_baseline'), '.1%')} (majority baseline); macro agreement (mean over the "
+             f"teacher's classes) {_fmt(data.get('macro_agreement'), '.1%')}; Cohen's kappa {_fmt(data.get('kappa'))}"]
+    ceiling = data.get("teacher_self_agreement")
+    if ceiling:
+        lines.append(f"- ceiling: the teacher agrees with itself under a one-pixel shift on {ceiling['value']:.1%} "
+                     f"of {ceiling['images']} probed images; the student's fidelity is "
+                     f"{_fmt(data.get('ceiling_share'), '.0%')} of it")
+    else:
+        lines.append("- ceiling: n/a (no invariance probe: the teacher vs itself under a one-pixel shift is unknown)")
+    if data.get("invariance"):
+        lines += ["", "| augmentation | teacher's answer changed | used |", "|---|---:|---|"]
+        lines += [f"| {name} | {_fmt(entry['changed'], '.1%')} | {entry['policy'] or 'probe only'} |"
+                  for name, entry in data["invariance"].items()]
+    return lines
 
 
 def _fmt(value: object, spec: str = ".2f") -> str:
@@ -161,16 +205,46 @@ def _markdown(data: dict, table: pd.DataFrame) -> str:
     lines = ["| model | size (MB) | params | latency b1 (ms/img) | latency b64 (ms/img) | fidelity | accuracy |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for row in table.itertuples():
-        lines.append(f"| {row.model} | {_fmt(row.size_mb)} | {_fmt(row.params, ',')} | {_fmt(row.latency_ms_b1, '.3f')}"
+        b1 = _fmt(row.latency_ms_b1, ".3f")
+        if pd.notna(row.latency_ms_p50):  # a remote teacher, timed by its requests
+            b1 = f"{row.latency_ms_p50:.2f} p50, {row.latency_ms_p95:.2f} p95 (HTTP)"
+        lines.append(f"| {row.model} | {_fmt(row.size_mb)} | {_fmt(row.params, ',')} | {b1}"
                      f" | {_fmt(row.latency_ms_b64, '.3f')} | {_fmt(row.fidelity, '.1%')} | {_fmt(row.accuracy, '.1%')} |")
     lines += ["", f"- fidelity: top-1 agreement with the teacher on {data['eval_images']} held-out images",
               f"- compression: the student is {_fmt(data['compression'], '.1f')}x smaller than the teacher; "
               f"{data['queries']} teacher answers used",
+              *([_ledger_line(data["ledger"])] if data.get("ledger") else []),
               f"- accuracy: against ground truth for {data['ground_truth_images']} held-out images"
               if data["ground_truth_images"] else "- accuracy: n/a (no ground truth given)",
+              *_truth_lines(data),
               "", "| class | held-out images | agreement |", "|---|---:|---:|"]
     lines += [f"| {row['class']} | {row['images']} | {_fmt(row['agreement'], '.1%')} |" for row in data["per_class"]]
     return "\n".join(lines) + "\n"
+
+
+def _ledger_line(ledger: dict) -> str:
+    line = (f"- queries: {ledger['images_sent']:,} images sent in {ledger['requests']:,} requests "
+            f"({ledger['retries']} retries, {ledger['failed_requests']} failed)")
+    if ledger["latency_ms"]:
+        latency = ledger["latency_ms"]
+        line += f"; {latency['request_p50']:.1f} ms p50, {latency['request_p95']:.1f} ms p95 per request"
+    if ledger["cost"] is not None:
+        line += f"; cost {ledger['cost']:,.2f} at {ledger['price_per_1000']:g} per 1000 images"
+    return line
+
+
+def _plot_efficiency(axis: object, points: list[dict], ceiling: dict | None) -> None:
+    """Fidelity against the teacher queries each run cost (runs of one teacher and preprocessing)."""
+    for point in sorted(points, key=lambda p: p["queries"]):
+        axis.scatter(point["queries"], 100 * point["fidelity"], s=80 if point["this"] else 40,
+                     marker="o" if point["this"] else "x")
+        axis.annotate(point["run"], (point["queries"], 100 * point["fidelity"]), textcoords="offset points",
+                      xytext=(4, 4), fontsize=7)
+    if ceiling:
+        axis.axhline(100 * ceiling["value"], linestyle="--", color="grey", label="teacher vs itself (1 px)")
+        axis.legend(loc="lower right", fontsize=8)
+    axis.set(xscale="log", xlabel="teacher queries (log)", ylabel="held-out fidelity (%)",
+             title="query efficiency (one point per run)")
 
 
 def _plot(data: dict, out: Path) -> None:
@@ -179,7 +253,9 @@ def _plot(data: dict, out: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    efficiency = data.get("efficiency") or []
+    figure, axes = plt.subplots(1, 3 if efficiency else 2, figsize=(16.5 if efficiency else 11, 4))
+    left, right = axes[0], axes[1]
     for model, marker in (("teacher", "s"), ("student", "o")):
         size = data[model]["size_mb"]
         if size is None:
@@ -205,6 +281,8 @@ def _plot(data: dict, out: Path) -> None:
     right.bar([row["class"] for row in classes], [100 * row["agreement"] for row in classes])
     right.set(ylabel="agreement with teacher (%)", ylim=(0, 105), title="per-class agreement (held-out)")
     right.tick_params(axis="x", rotation=45)
+    if efficiency:
+        _plot_efficiency(axes[2], efficiency, data.get("teacher_self_agreement"))
     figure.tight_layout()
     figure.savefig(out, dpi=100)
     plt.close(figure)

@@ -28,11 +28,9 @@ CREATE TABLE IF NOT EXISTS labels (
     key TEXT PRIMARY KEY, digest TEXT NOT NULL, teacher TEXT NOT NULL, preprocess TEXT NOT NULL,
     label INTEGER NOT NULL, kind TEXT NOT NULL, soft BLOB, num_classes INTEGER,
     job_id INTEGER, created REAL NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS labels_by_source ON labels (teacher, preprocess, digest);
 CREATE TABLE IF NOT EXISTS files (
     root TEXT NOT NULL, relative_path TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, seen REAL NOT NULL, PRIMARY KEY (root, relative_path)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_digest ON files (digest);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, identity TEXT NOT NULL, teacher TEXT,
     preprocess TEXT, images_root TEXT, config TEXT, started REAL NOT NULL, finished REAL,
@@ -49,7 +47,41 @@ CREATE TABLE IF NOT EXISTS detections (
     digest TEXT NOT NULL, detector TEXT NOT NULL, detection TEXT, created REAL NOT NULL,
     PRIMARY KEY (digest, detector)) WITHOUT ROWID;
 """
+_LAYOUT = "2"
+"""The physical layout (indexes, counters). Unlike STORE_SCHEMA, which is part of every cache key, a new
+layout migrates a store in place when it is opened, and older extractors still read and write it (they
+re-create their own indexes; the triggers keep the counters right whoever writes)."""
+_LAYOUT_SCRIPT = """
+BEGIN IMMEDIATE;
+DROP INDEX IF EXISTS labels_by_source;
+DROP INDEX IF EXISTS files_by_digest;
+CREATE INDEX IF NOT EXISTS files_by_content ON files (digest, relative_path, root);
+CREATE TABLE IF NOT EXISTS label_counts (
+    teacher TEXT NOT NULL, preprocess TEXT NOT NULL, kind TEXT NOT NULL, answers INTEGER NOT NULL,
+    PRIMARY KEY (teacher, preprocess, kind)) WITHOUT ROWID;
+DELETE FROM label_counts;
+INSERT INTO label_counts SELECT teacher, preprocess, kind, COUNT(*) FROM labels GROUP BY teacher, preprocess, kind;
+CREATE TABLE IF NOT EXISTS row_counts (name TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR REPLACE INTO row_counts VALUES ('files', (SELECT COUNT(*) FROM files));
+CREATE TRIGGER IF NOT EXISTS labels_counted AFTER INSERT ON labels BEGIN
+    INSERT INTO label_counts VALUES (NEW.teacher, NEW.preprocess, NEW.kind, 1)
+    ON CONFLICT (teacher, preprocess, kind) DO UPDATE SET answers = answers + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS labels_uncounted AFTER DELETE ON labels BEGIN
+    UPDATE label_counts SET answers = answers - 1
+    WHERE teacher = OLD.teacher AND preprocess = OLD.preprocess AND kind = OLD.kind;
+END;
+CREATE TRIGGER IF NOT EXISTS files_counted AFTER INSERT ON files BEGIN
+    UPDATE row_counts SET count = count + 1 WHERE name = 'files';
+END;
+CREATE TRIGGER IF NOT EXISTS files_uncounted AFTER DELETE ON files BEGIN
+    UPDATE row_counts SET count = count - 1 WHERE name = 'files';
+END;
+INSERT OR REPLACE INTO meta VALUES ('layout', '2');
+COMMIT;
+"""
 _LOOKUP_CHUNK = 900  # stays under SQLite's default limit of bound parameters
+_EXPORT_CHUNK = 100_000  # rows per chunk of a streamed read: memory stays flat whatever the table's size
 
 
 @dataclass(frozen=True)
@@ -89,8 +121,10 @@ class LabelStore:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the key indexes of a 1M-answer store
             self.db.executescript(_SCHEMA)
             self._check_schema()
+            self._check_layout()
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"{self.path} is not a usable label store: {exc}") from None
 
@@ -109,6 +143,12 @@ class LabelStore:
             self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (STORE_SCHEMA,))
         elif row[0] != STORE_SCHEMA:
             raise CacheError(f"{self.path} has store schema {row[0]}; this extractor reads schema {STORE_SCHEMA}")
+
+    def _check_layout(self) -> None:
+        """Brings an older store's indexes and counters to this layout, once (seconds at a million answers)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
+        if row is None or row[0] != _LAYOUT:
+            self.db.executescript(_LAYOUT_SCRIPT)
 
     # -- teachers, preprocessing, files -------------------------------------------------
 
@@ -191,8 +231,8 @@ class LabelStore:
 
     def label_sources(self) -> list[tuple[str, str, int]]:
         """(teacher fingerprint, preprocess fingerprint, answers) of every source of answers, most first."""
-        rows = self.db.execute("SELECT teacher, preprocess, COUNT(*) FROM labels GROUP BY teacher, preprocess "
-                               "ORDER BY COUNT(*) DESC")
+        rows = self.db.execute("SELECT teacher, preprocess, SUM(answers) AS n FROM label_counts GROUP BY teacher, "
+                               "preprocess HAVING n > 0 ORDER BY n DESC")
         return [(teacher, preprocess, int(count)) for teacher, preprocess, count in rows]
 
     def labels(self, teacher: str | None = None, preprocess: str | None = None,
@@ -203,16 +243,23 @@ class LabelStore:
         created, root, relative_path (the first path seen for that content).
         ``digests`` (at most a few hundred) restricts the rows to those contents.
         """
-        where, params = _where(teacher=teacher, preprocess=preprocess)
-        if digests is not None:
-            marks = ",".join("?" * len(digests))
-            where += (" AND " if where else " WHERE ") + f"l.digest IN ({marks})"
-            params = [*params, *digests]
         import pandas as pd  # pandas takes 0.5 s to import: only reads that return frames pay for it
 
-        frame = pd.read_sql_query(_LABELS_QUERY + where, self.db, params=params)
-        frame["soft"] = [None if blob is None else np.frombuffer(blob, dtype=np.float32) for blob in frame["soft"]]
-        return frame
+        query, params = _labels_query(teacher, preprocess, digests)
+        return _shaped(pd.read_sql_query(query, self.db, params=params))
+
+    def label_columns(self, rows: int = _EXPORT_CHUNK) -> Iterator[dict[str, list]]:
+        """Every row of :meth:`labels`, ``rows`` at a time from one streamed cursor, as columns (name -> list;
+        ``soft`` as its stored float32 bytes): memory stays flat whatever the size of the table (export)."""
+        cursor = self.db.execute(_LABELS_QUERY)
+        while True:
+            chunk = cursor.fetchmany(rows)
+            if not chunk:
+                return
+            *front, seen = zip(*chunk)
+            paths = [(None, None) if text is None else text.split("\0", 1) for text in seen]
+            yield {**dict(zip(LABEL_COLUMNS[:7], map(list, front))), "root": [root for _, root in paths],
+                   "relative_path": [relative for relative, _ in paths]}
 
     # -- jobs, failures, ledger ---------------------------------------------------------
 
@@ -291,16 +338,20 @@ class LabelStore:
     def stats(self) -> dict:
         """Counts by teacher and preprocessing, jobs, failures and the request ledger."""
         query = self.db.execute
-        by_source = query("SELECT teacher, preprocess, kind, COUNT(*) FROM labels GROUP BY teacher, preprocess, kind")
+        by_source = query("SELECT teacher, preprocess, kind, answers FROM label_counts WHERE answers > 0").fetchall()
+        answers = sum(count for *_, count in by_source)
+        # One teacher and preprocessing: one answer per content. Several: count the contents (a scan).
+        images = answers if len({(t, p) for t, p, *_ in by_source}) <= 1 else \
+            query("SELECT COUNT(DISTINCT digest) FROM labels").fetchone()[0]
         ledger = query("SELECT identity, COUNT(*), SUM(images), SUM(images_sent), SUM(retries), "
                        "SUM(status NOT IN ('ok', '200')), AVG(latency_s), MAX(latency_s) FROM requests "
                        "GROUP BY identity").fetchall()
         return {
             "path": str(self.path),
             "size_bytes": self.path.stat().st_size,
-            "labels": query("SELECT COUNT(*) FROM labels").fetchone()[0],
-            "images": query("SELECT COUNT(DISTINCT digest) FROM labels").fetchone()[0],
-            "files": query("SELECT COUNT(*) FROM files").fetchone()[0],
+            "labels": answers,
+            "images": images,
+            "files": query("SELECT count FROM row_counts WHERE name = 'files'").fetchone()[0],
             "by_teacher": [{"teacher": t, "preprocess": p, "kind": k, "labels": n} for t, p, k, n in by_source],
             "jobs": [dict(zip(("id", "kind", "status", "started", "finished", "summary"), row[:5] + (
                 json.loads(row[5]) if row[5] else None,))) for row in query(
@@ -329,11 +380,39 @@ class _Transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
+LABEL_COLUMNS: tuple[str, ...] = ("digest", "teacher", "preprocess", "label", "kind", "soft", "created", "root",
+                                  "relative_path")
+# The first path seen for each content, from one search of the (digest, relative_path, root) index per answer:
+# the table is read in its own order (no sort, no temporary table), so the cursor streams.
 _LABELS_QUERY = (
-    "SELECT l.digest, l.teacher, l.preprocess, l.label, l.kind, l.soft, l.created, f.root, f.relative_path "
-    "FROM labels l LEFT JOIN (SELECT digest, root, MIN(relative_path) AS relative_path FROM files "
-    "GROUP BY digest) f ON f.digest = l.digest"
+    "SELECT l.digest, l.teacher, l.preprocess, l.label, l.kind, l.soft, l.created, "
+    "(SELECT relative_path || char(0) || root FROM files WHERE digest = l.digest "
+    "ORDER BY relative_path LIMIT 1) AS seen FROM labels l"
 )
+
+
+def _labels_query(teacher: str | None, preprocess: str | None,
+                  digests: Sequence[str] | None) -> tuple[str, list[str]]:
+    """The labels query with its filters. Contents of one teacher and preprocessing are found by their keys
+    (the primary key); the table has no index by content alone, which would slow every insert."""
+    if digests is not None and teacher and preprocess:
+        keys = [cache_key(digest, teacher, preprocess) for digest in digests]
+        return _LABELS_QUERY + f" WHERE l.key IN ({','.join('?' * len(keys))})", keys
+    where, params = _where(teacher=teacher, preprocess=preprocess)
+    if digests is not None:
+        marks = ",".join("?" * len(digests))
+        where += (" AND " if where else " WHERE ") + f"l.digest IN ({marks})"
+        params = [*params, *digests]
+    return _LABELS_QUERY + where, params
+
+
+def _shaped(frame: pd.DataFrame) -> pd.DataFrame:
+    """The query's rows as :meth:`LabelStore.labels` returns them: soft as float32 arrays, the path split."""
+    frame["soft"] = [None if blob is None else np.frombuffer(blob, dtype=np.float32) for blob in frame["soft"]]
+    seen = [(None, None) if text is None else text.split("\0", 1) for text in frame.pop("seen").tolist()]
+    frame["root"] = [root for _, root in seen]
+    frame["relative_path"] = [relative for relative, _ in seen]
+    return frame
 
 
 def _where(**filters: str | None) -> tuple[str, list[str]]:

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pandas as pd
 import torch
 
-from extractor.config import TrainConfig
+from extractor.config import AUTO, TrainConfig
 from extractor.datasets.faces import Detection, FaceSpec
 from extractor.datasets.ground_truth import from_csv
 from extractor.datasets.loading import LoadRequest
@@ -27,8 +27,9 @@ from extractor.datasets.splits import heldout_mask
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
 from extractor.fingerprint import detector_fingerprint
+from extractor.invariance import STORED, ProbeResult, choose_policy, run_probe
 from extractor.parents import ParentRun, label_with_parent, load_parent_student
-from extractor.pool import TeacherAnswers, decode_once, select_answers, student_spec
+from extractor.pool import TeacherAnswers, decode_once, select_answers, stored_views, student_spec
 from extractor.store import LabelStore
 from extractor.students.batches import DistilTensors, InputConfig, normalize
 from extractor.students.export import export_onnx
@@ -44,6 +45,7 @@ from extractor.students.losses import combine_teachers, distillation_loss
 from extractor.students.tasks import DistillTask, HintTask
 from extractor.students.trainer import Trainer, build_optimizer
 from extractor.students.zoo import build_student, count_parameters
+from extractor.view_tensors import with_views
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ class TrainResult:
     student: str = ""
     fidelity_to_parent: float | None = None
     """Held-out agreement with the first parent run's student, when a run taught."""
+    augment_policy: dict[str, str] | None = None
+    """Each augmentation: "stored", "views" or "off" (``extractor.invariance``)."""
+    invariance: dict | None = None
+    """The invariance probe's result (``ProbeResult.as_dict``)."""
 
     def as_dict(self) -> dict:
         return {**asdict(self), "out": str(self.out)}
@@ -83,6 +89,16 @@ class TrainData:
     unreadable: int
     parents: tuple[tuple[ParentRun, TeacherAnswers], ...] = ()
     """The teachers that are runs, in --teacher order, each with its answers in the rows of ``answers``."""
+    probe: ProbeResult | None = None
+    """The invariance probe of the reference black box (``extractor.invariance``)."""
+    policy: dict[str, str] = field(default_factory=dict)
+    """Each augmentation: "stored" (with the stored answer), "views" (only through bought views) or "off"."""
+    views: int = 1
+    """Most views per training image the student draws among (1: the plain image only)."""
+    view_answers: int = 0
+    """Training rows that are augmented views the teacher answered for."""
+    view_queries: int = 0
+    """Stored answers about augmented views of these images (held-out ones too): what the views cost."""
 
 
 def train_student(cfg: TrainConfig) -> TrainResult:
@@ -143,6 +159,8 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
         size = cfg.student.size or max(32, int(first.spec_data["transform"].get("size") or 64))
         spec = student_spec(first.spec_data, size)
         requests = _load_requests(store, first, spec)
+        # Bought views carry the reference black box's answers: used when it alone teaches.
+        bought = stored_views(store, first, cfg.views) if not parents and len(chosen) == 1 else []
     tensors, readable = decode_once(first, requests, cfg.store.with_name(cfg.store.name + ".tensors"),
                                     workers=cfg.workers, quiet=cfg.quiet)
     held = heldout_mask(_split_keys(cfg, first), cfg.heldout)
@@ -163,13 +181,21 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
                                              cfg.distill.temperature)
         data = DistilTensors(images=images, labels=labels, teacher_log_probs=log_probs,
                              soft_mask=torch.ones(len(labels), dtype=torch.bool))
-    inputs = InputConfig(mean=spec.mean, std=spec.std, flip="flip" in cfg.augment,
-                         shift_frac=InputConfig.shift_frac if "shift" in cfg.augment else 0.0)
+    probe = run_probe(cfg.store, first, cfg.probe, shift_frac=cfg.shift_frac, crop_scale=cfg.crop_scale,
+                      may_query=tuple(cfg.augment) == (AUTO,), workers=cfg.workers, quiet=cfg.quiet)
+    policy = choose_policy(probe, cfg.augment, [view for view, _ in bought], cfg.probe.max_change)
+    inputs = InputConfig(mean=spec.mean, std=spec.std, flip=policy["flip"] == STORED,
+                         shift_frac=cfg.shift_frac if policy["shift"] == STORED else 0.0,
+                         crop_scale=cfg.crop_scale if policy["crop"] == STORED else 1.0)
+    train, view_answers = with_views(data.subset(torch.from_numpy(train_rows)), tensors, train_rows, first, bought,
+                                     cfg.distill.temperature)
     return TrainData(answers=first, teacher_fingerprints=[a.teacher["fingerprint"] for a in chosen], spec=spec,
-                     inputs=inputs, train=data.subset(torch.from_numpy(train_rows)),
+                     inputs=inputs, train=train,
                      heldout=reference.subset(torch.from_numpy(held_rows)), train_rows=train_rows,
                      held_rows=held_rows, unreadable=int((~readable).sum()),
-                     parents=tuple((parent, chosen[index]) for parent, index in parents))
+                     parents=tuple((parent, chosen[index]) for parent, index in parents),
+                     probe=probe, policy=policy, views=1 + len(bought), view_answers=view_answers,
+                     view_queries=sum(len(answers.digests) for _, answers in bought))
 
 
 def fit(cfg: TrainConfig, task: torch.nn.Module, data: TrainData) -> Trainer:
@@ -179,7 +205,7 @@ def fit(cfg: TrainConfig, task: torch.nn.Module, data: TrainData) -> Trainer:
     task.to(device)
     train_data = data.train.to(device) if device.type == "cuda" else data.train  # the tensor cache on the GPU
     loss_fn = functools.partial(distillation_loss, cfg=cfg.distill)
-    optimizer, scheduler = build_optimizer(task, cfg.optim, -(-len(train_data) // cfg.optim.batch_size))
+    optimizer, scheduler = build_optimizer(task, cfg.optim, -(-train_data.num_images // cfg.optim.batch_size))
     hooks = [LRScheduleHook(scheduler), EvalHook(data.heldout, data.inputs, 256, loss_fn),
              MetricsHook(cfg.out / "metrics.jsonl"), CheckpointHook(cfg.out), ProgressHook(quiet=cfg.quiet)]
     trainer = Trainer(task, optimizer, train_data, hooks, epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size,
@@ -222,8 +248,12 @@ def record(cfg: TrainConfig, data: TrainData, onnx_path: Path, *, params: int, e
                     "channels": spec.channels, "mean": list(spec.mean), "std": list(spec.std),
                     "params": params},
         "config": {**cfg.as_data(), "targets": cfg.distill.targets},
-        "augment": list(cfg.augment), "device": str(resolve_device(cfg.device)),
-        "queries": len(answers.digests), "train_images": int(len(data.train_rows)),
+        "augment": [name for name, use in data.policy.items() if use == STORED],
+        "augment_requested": list(cfg.augment), "augment_policy": data.policy,
+        "invariance": data.probe.as_dict() if data.probe else None,
+        "views": data.views, "view_answers": data.view_answers, "device": str(resolve_device(cfg.device)),
+        "queries": len(answers.digests) + data.view_queries,
+        "probe_queries": data.probe.queries if data.probe else 0, "train_images": int(len(data.train_rows)),
         "heldout_images": int(len(data.held_rows)), "unreadable_images": data.unreadable, "fidelity": fidelity,
         "epochs": epochs, "train_seconds": seconds, "onnx_max_abs_diff": diff,
         "parents": [{**parent.describe(), "fingerprint": taught.teacher["fingerprint"], "fidelity_to_it": agreement}
@@ -232,7 +262,8 @@ def record(cfg: TrainConfig, data: TrainData, onnx_path: Path, *, params: int, e
     }
     (cfg.out / "run.json").write_text(json.dumps(run, indent=2, default=str))
     return TrainResult(cfg.out, fidelity, epochs, len(data.train_rows), len(data.held_rows), seconds, diff,
-                       cfg.student.architecture, to_parents[0] if to_parents else None)
+                       cfg.student.architecture, to_parents[0] if to_parents else None, data.policy or None,
+                       run["invariance"])
 
 
 def resolve_device(name: str) -> torch.device:

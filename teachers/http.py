@@ -7,9 +7,10 @@ request is rate limited (``--max-rps``, shared by all threads), charged to the j
 5xx and bodies that cannot be read (not JSON, cut short) with exponential backoff and full jitter
 (honouring ``Retry-After``), and recorded once in that ledger.
 
-kserve-v2 tensors travel as raw bytes (the binary tensor data extension) where the server takes them:
-with ``--tensor-format auto`` the first request asks in binary and, if the server refuses it with a 4xx,
-again in JSON, which is then kept for the rest of the run.
+kserve-v2 tensors travel as raw bytes (the binary tensor data extension) where the server takes them
+and it pays: with ``--tensor-format auto`` the first request asks in binary and, if the server refuses it
+with a 4xx, again in JSON, which is then kept for the rest of the run; if the server takes binary, the
+next requests time both formats and the faster one is kept (:data:`TIMED_REQUESTS`).
 
 Header values are secrets: they are kept in :class:`Secret` wrappers that print as ``***``, are
 scrubbed from every message this module produces (server answers quoted in errors included), and
@@ -25,6 +26,7 @@ import logging
 import os
 import random
 import re
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,6 +67,11 @@ _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 _NOT_SENT = "not sent"
 _MIN_REDACTED_CHARS = 8  # shorter words of a secret ("Bearer", "Basic") are too common to scrub alone
 _Read = TypeVar("_Read")
+TIMED_REQUESTS = 3
+"""With --tensor-format auto and a server that takes binary tensors, requests answered at the first attempt
+in each format whose time per image is compared (medians) before the faster format is kept. Binary is not
+always faster: KServe's Python model server (0.21) turns binary REST inputs into a Python list value by
+value (``InferRequest.from_bytes``), which costs it several times what parsing the same values as JSON does."""
 
 
 class Secret:
@@ -295,6 +302,15 @@ class RateLimiter:
             time.sleep(start - now)
 
 
+@dataclass
+class _Timing:
+    """Auto mode's comparison of the two tensor formats: seconds per image of the requests answered at
+    their first attempt, and the formats sent so far."""
+
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {"binary": [], "json": []})
+    sent: set[str] = field(default_factory=lambda: {"binary"})
+
+
 class _StatusError(TeacherError):
     """A final non-2xx answer (after retries, or one never retried, such as a 4xx)."""
 
@@ -344,6 +360,7 @@ class HttpTeacher:
         self._format: str | None = config.tensor_format if tensors and config.tensor_format != "auto" else None
         self._probing = tensors and self._format is None
         self._probe_lock = threading.Lock()
+        self._timing: _Timing | None = None
         shape = info.input_shape
         self.input_shape: tuple[int | None, int | None, int | None] | None = \
             (shape[1], shape[2], shape[3]) if shape and len(shape) == 4 else None
@@ -376,8 +393,11 @@ class HttpTeacher:
 
     @property
     def tensor_format(self) -> str | None:
-        """How kserve-v2 tensors travel: "binary" or "json"; None for other protocols, and in auto mode
-        until the server has answered."""
+        """How kserve-v2 tensors travel: "binary" or "json"; "binary+json" while auto mode times both;
+        None for other protocols, and in auto mode until the server has answered."""
+        timing = self._timing
+        if timing is not None:
+            return "+".join(sorted(timing.sent))
         return self._format
 
     def predict(self, batch: np.ndarray | Sequence[np.ndarray]) -> TeacherOutput:
@@ -417,9 +437,7 @@ class HttpTeacher:
         return count
 
     def _ask(self, inputs: np.ndarray | Sequence[np.ndarray], images: int, attempts: _Attempts) -> protocols.Answer:
-        """One logical request in the tensor format decided. In auto mode the first request decides, one
-        at a time (so that a server without binary tensors refuses one request, not one per thread):
-        binary if the server answers it, else JSON if the server refuses binary with a 4xx."""
+        """One logical request in the tensor format decided; in auto mode, until it is, one at a time."""
         if self._probing:
             with self._probe_lock:
                 if self._probing:
@@ -427,21 +445,43 @@ class HttpTeacher:
         return self._exchange(self._codec, inputs, images, attempts)
 
     def _probe(self, inputs: np.ndarray | Sequence[np.ndarray], images: int, attempts: _Attempts) -> protocols.Answer:
-        """Auto mode's first request: binary, then JSON if the server refuses binary with a 4xx."""
-        try:
-            answer = self._exchange(self._codec, inputs, images, attempts)
-            log.info("teacher %s takes binary tensors; sending them so", self._public_url)
-            chosen = "binary"
-        except _StatusError as exc:
-            if not 400 <= exc.status < 500:
-                raise
-            json_codec = dataclasses.replace(self._codec, binary=False)
-            answer = self._exchange(json_codec, inputs, images, attempts)
-            log.warning("teacher %s answered a request with binary tensors HTTP %d; sending JSON tensors from "
-                        "now on (slower; --tensor-format json skips this request)", self._public_url, exc.status)
-            log.debug("the refusal: %s", _redact(str(exc), self._secrets))
-            self._codec, chosen = json_codec, "json"
-        self._format, self._probing = chosen, False
+        """Auto mode, one request at a time (so that a server without binary tensors refuses one request,
+        not one per thread, and so that timings are not queueing): the first request in binary, JSON from
+        then on if the server refuses it with a 4xx; where it takes binary, JSON and binary in turn, timed,
+        until TIMED_REQUESTS of each are, and the one with the shorter median time per image is kept."""
+        timing = self._timing
+        if timing is None:
+            try:
+                answer = self._exchange(self._codec, inputs, images, attempts)
+            except _StatusError as exc:
+                if not 400 <= exc.status < 500:
+                    raise
+                json_codec = dataclasses.replace(self._codec, binary=False)
+                answer = self._exchange(json_codec, inputs, images, attempts)
+                log.warning("teacher %s answered a request with binary tensors HTTP %d; sending JSON tensors "
+                            "from now on (--tensor-format json skips this request)", self._public_url, exc.status)
+                log.debug("the refusal: %s", _redact(str(exc), self._secrets))
+                self._codec, self._format, self._probing = json_codec, "json", False
+                return answer
+            log.info("teacher %s takes binary tensors; timing them against JSON", self._public_url)
+            self._timing = _Timing()
+            return answer
+        chosen = min(("json", "binary"), key=lambda name: len(timing.seconds[name]))
+        timing.sent.add(chosen)
+        codec = self._codec if chosen == "binary" else dataclasses.replace(self._codec, binary=False)
+        clock = time.perf_counter()
+        answer = self._exchange(codec, inputs, images, attempts)
+        if attempts.retries == 0:  # backoff would say nothing about the format
+            timing.seconds[chosen].append((time.perf_counter() - clock) / images)
+        if min(map(len, timing.seconds.values())) >= TIMED_REQUESTS:
+            medians = {name: statistics.median(times) for name, times in timing.seconds.items()}
+            faster = min(medians, key=medians.__getitem__)
+            log.info("teacher %s: %.3f ms per image with binary tensors, %.3f ms with JSON (medians of %d "
+                     "requests); sending %s", self._public_url, medians["binary"] * 1000, medians["json"] * 1000,
+                     TIMED_REQUESTS, faster)
+            if faster == "json":
+                self._codec = dataclasses.replace(self._codec, binary=False)
+            self._format, self._timing, self._probing = faster, None, False
         return answer
 
     def _exchange(self, codec: protocols.Codec, inputs: np.ndarray | Sequence[np.ndarray], images: int,
@@ -525,7 +565,13 @@ class HttpTeacher:
         if session is None:
             session = requests.Session()
             session.headers.update(self.config.reveal_headers())
-            session.verify = self.config.verify_tls
+            # The environment's proxies and CA bundle, read once: with trust_env, requests reads the whole
+            # environment again for every request (5 ms of CPU per request on a busy 2-core machine).
+            session.proxies = requests.utils.get_environ_proxies(self.config.url)
+            verify = self.config.verify_tls
+            session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True) \
+                if verify is True else verify
+            session.trust_env = False
             session.auth = _keep_headers  # else requests swaps in ~/.netrc credentials for Authorization
             self._local.session = session
         return session

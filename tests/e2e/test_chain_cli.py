@@ -33,6 +33,7 @@ def black_box_ledger(root):
     return black_box, {row["identity"]: row["requests"] for row in stats["requests"]}, len(jobs)
 
 
+@pytest.mark.slow
 def test_a_parent_run_teaches_with_a_hint_at_no_query_cost(labeled):
     root = labeled
     installed("train", "--store", "labels.db", "--out", "parent", "--student", "resnet8", "--epochs", "1",
@@ -59,7 +60,8 @@ def test_a_parent_run_teaches_with_a_hint_at_no_query_cost(labeled):
     assert black_box_ledger(root)[1] == requests_after  # a rerun labels nothing
 
 
-def test_a_killed_chain_resumes_at_its_link_and_reports_every_link(labeled, tmp_path):
+@pytest.mark.slow
+def test_a_killed_chain_resumes_at_its_link_and_reports_every_link(labeled):
     root = labeled
     args = ["chain", "--store", "labels.db", "--out", "chain", "--links", "resnet8:0.5,resnet8:0.25",
             "--epochs", "8", "--stop-drop", "100", "--quiet", *COMMON]

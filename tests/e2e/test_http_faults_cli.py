@@ -41,7 +41,6 @@ def test_one_run_through_a_third_of_requests_failing_labels_every_image_once(ser
     flags = ["--concurrency", "4", "--request-batch", "8", "--timeout", "0.4", "--budget", "400"]
     summary = json.loads(label(server, images, store, *flags).stdout)
     assert (summary["labeled"], summary["failed"], summary["stopped"]) == (160, 0, None)
-    assert summary["tensor_format"] == "binary"
     labels, sent, failures = stored(store)
     assert labels == (160, 160) and failures == []
     assert sent == server.counts()["images"] <= 400  # every attempt charged, retries included; none past the budget

@@ -85,7 +85,8 @@ def kserve_url(tmp_path_factory):
         log.close()
 
 
-@pytest.mark.parametrize("tensor_format, used", [("binary", "binary"), ("json", "json"), ("auto", "binary")])
+# auto: the first request (binary) is taken, then formats alternate, timed; 3 requests end before a choice
+@pytest.mark.parametrize("tensor_format, used", [("binary", "binary"), ("json", "json"), ("auto", "binary+json")])
 def test_labels_through_kserve_model_server_match_the_onnx_model(kserve_url, tmp_path, tensor_format, used):
     url, model = kserve_url
     metadata = requests.get(f"{url}/v2/models/tiny", timeout=5).json()

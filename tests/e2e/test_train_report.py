@@ -98,3 +98,16 @@ def test_gender_teacher_reports_accuracy_against_labels_csv(tmp_path):
     assert report["teacher"]["accuracy"] > 0.75  # the gender teacher itself agrees ~92% with labels.csv
     wrong = extractor("report", tmp_path / "run", "--classes", "a,b,c", check=False)
     assert wrong.returncode == 1 and "--classes" in wrong.stderr
+
+
+@pytest.mark.parametrize(("student", "extra"), [("squeezenet1_1", []), ("mobilenet_v3_small", ["--size", "64"]),
+                                               ("resnet8", ["--width", "0.5"]), ("resnet20", [])])
+def test_every_zoo_student_trains_exports_and_reports(emotion_store, tmp_path, student, extra):
+    out = tmp_path / student
+    result = extractor_json(*train_args(emotion_store, out, "--epochs", "1", "--student", student, *extra))
+    assert result["student"] == student and result["onnx_max_abs_diff"] < 1e-4
+    run = json.loads((out / "run.json").read_text())
+    assert run["student"]["architecture"] == student and run["device"] == "cpu"
+    assert run["student"]["size"] == (64 if extra[:1] == ["--size"] else 32)
+    report = extractor_json("report", out)
+    assert report["student"]["params"] == run["student"]["params"]

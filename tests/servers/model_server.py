@@ -16,7 +16,7 @@ that fraction of them (seeded by ``fault_seed``), ``retry_after`` goes with inje
 changes what is served, ``tensor_metadata=False`` answers kserve-v2 metadata with ``"inputs": []`` and
 ``"outputs": []`` (as KServe's own Python model server does), ``binary=False`` refuses binary tensors
 with a 400 (as a server without the extension does), ``input_datatype`` is the datatype the metadata
-names.
+names, ``binary_delay_s`` / ``json_delay_s`` delay requests by how their tensors came.
 ``GET /control`` returns the counts: inference requests and images received, the most in flight,
 requests in binary, the input datatypes seen.
 
@@ -88,6 +88,10 @@ class Switches:
     """Whether kserve-v2 takes the binary tensor data extension; False answers such requests 400."""
     input_datatype: str = "FP32"
     """The input datatype kserve-v2 metadata names (FP32, FP16 or FP64); requests may send any of them."""
+    binary_delay_s: float = 0.0
+    """Extra delay of kserve-v2 requests whose tensors came in binary (a server slow to decode them)."""
+    json_delay_s: float = 0.0
+    """Extra delay of kserve-v2 requests whose tensors came as JSON numbers."""
 
 
 class ModelServer:
@@ -310,7 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, model: ModelServer, request: _Request) -> None:
         fault = model._take_fault()
         switches = model.switches
-        time.sleep(switches.delay_s)
+        time.sleep(switches.delay_s + (0.0 if model.protocol != "kserve-v2" else
+                                       switches.binary_delay_s if request.binary_in else switches.json_delay_s))
         if fault == "timeout":
             time.sleep(switches.hang_s)
         elif fault == "slow":

@@ -156,3 +156,35 @@ def test_eval_batches_are_in_order_and_never_augmented():
     batches = list(eval_batches(data, 4, inputs=cfg))
     assert torch.equal(torch.cat([b.inputs for b in batches]), normalize(data.images, cfg))
     assert torch.equal(torch.cat([b.labels for b in batches]), data.labels)
+
+
+def test_an_epoch_visits_each_image_once_through_one_of_its_views():
+    # images 0..3 with 1, 2, 3 and 4 views: row i shows image group[i]
+    group = torch.tensor([0, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+    images = group.view(-1, 1, 1, 1).expand(-1, 1, 2, 2).to(torch.uint8).contiguous() * 10 + \
+        torch.arange(10, dtype=torch.uint8).view(-1, 1, 1, 1)  # pixel = 10 * image + row
+    plain = DistilTensors.from_teacher(images, group.clone(), torch.full((10, 4), 0.25), "probs", 1.0)
+    data = DistilTensors(images=plain.images, labels=plain.labels, teacher_log_probs=plain.teacher_log_probs,
+                         soft_mask=plain.soft_mask, group=group)
+    assert data.num_images == 4 and len(data) == 10
+    cfg = InputConfig(mean=(0.0,), std=(1.0,), flip=False, shift_frac=0.0)
+    seen = []
+    for epoch in range(30):
+        rows = [int(x) for batch in train_batches(data, 3, seed=0, epoch=epoch, inputs=cfg)
+                for x in batch.inputs[:, 0, 0, 0]]
+        assert sorted(row // 10 for row in rows) == [0, 1, 2, 3]  # each image once
+        assert all(group[row % 10] == row // 10 for row in rows)  # a row of that image, its own label
+        seen += rows
+    assert {row % 10 for row in seen} == set(range(10))  # every view gets drawn
+
+
+def test_crop_takes_a_square_of_at_least_the_scale_resized_back():
+    images = torch.arange(256).view(1, 1, 16, 16).expand(64, 1, 16, 16).to(torch.uint8).contiguous()
+    cfg = InputConfig(mean=(0.0,), std=(1.0,), flip=False, shift_frac=0.0, crop_scale=0.5)
+    out = augment(images, torch.Generator().manual_seed(0), cfg)
+    assert out.shape == images.shape and not torch.equal(out, images.float())
+    source = images[0, 0].numpy()
+    for crop in out[:, 0].numpy():
+        rows = {np.argwhere(source == value)[0][0] for value in crop[:, 0]}
+        assert 8 <= max(rows) - min(rows) + 1 <= 16  # the crop spans at least half the side
+    assert torch.equal(augment(images, torch.Generator().manual_seed(0), cfg), out)

@@ -27,6 +27,7 @@ from extractor.teachers.base import (
     TeacherUnavailable,
 )
 from extractor.teachers.http import (
+    TIMED_REQUESTS,
     HttpConfig,
     HttpTeacher,
     Secret,
@@ -134,6 +135,26 @@ def test_auto_falls_back_to_json_once_when_the_server_refuses_binary(serve, capl
     records = ledger.drain()
     assert sum(record.charged for record in records) == 2 * 9  # the refused request was sent, so charged
     assert sum("sending JSON tensors from now on" in message for message in caplog.messages) == 1
+
+
+@pytest.mark.parametrize("slow, kept", [("binary", "json"), ("json", "binary")])
+def test_auto_times_both_formats_then_keeps_the_faster(serve, caplog, slow, kept) -> None:
+    """KServe's Python server decodes binary inputs value by value: there JSON is the faster format."""
+    caplog.set_level(logging.INFO)
+    server = serve(TINY, "kserve-v2", **{f"{slow}_delay_s": 0.05})
+    teacher = HttpTeacher(make_config(server))
+    batch = inputs_for(teacher, 2)
+    teacher.predict(batch)
+    assert teacher.tensor_format == "binary"  # taken; not yet timed against JSON
+    teacher.predict(batch)
+    assert teacher.tensor_format == "binary+json"
+    for _ in range(2 * TIMED_REQUESTS - 1):
+        teacher.predict(batch)
+    assert teacher.tensor_format == kept and f"sending {kept}" in caplog.text
+    server.reset_counts()
+    for _ in range(3):
+        teacher.predict(batch)
+    assert server.counts()["binary_requests"] == (3 if kept == "binary" else 0)
 
 
 def test_binary_asked_for_is_never_downgraded(serve) -> None:

@@ -1,0 +1,178 @@
+"""Distillation chains on the real pairs: teacher assistants on CIFAR-10 (Mirzadeh et al. 2020, seed 003), and
+the seed-002 table (memory reduction vs fidelity drop along an iterative chain) on CIFAR-10 and gender/LFW.
+
+CIFAR-10: the shared CIFAR teacher (teacher_cifar10_winml) is the black box. It labels a class-balanced pool
+of train images plus test images; the test images are the held-out split (quantize_table's split groups), so
+fidelity (agreement with the black box) and accuracy (CIFAR labels) are measured on CIFAR test images through
+each student's ONNX file. Per seed:
+
+- TA: `extractor chain --links resnet20,resnet8`: teacher -> ResNet-20 -> ResNet-8, the ResNet-8 learning from
+  the ResNet-20's answers only (the teacher assistant), at no query to the black box;
+- direct: `extractor train --student resnet8`: teacher -> ResNet-8;
+- hard: `extractor train --student resnet8 --targets hard`: the teacher's hard labels only.
+
+Seed 0's chain goes on to resnet8:0.5 and resnet8:0.25 under `--stop-drop` (the seed-002 table). Gender/LFW:
+teacher_gender_dlib labels the 6,049 LFW faces (centre crop 0.4, 32 px RGB), and the same four-link chain
+distils from it (10% held out by content); accuracy is against labels.csv.
+
+    python benchmarks/chain_table.py [--images 5000] [--test-images 1000] [--epochs 15] [--seeds 0 1 2]
+        [--stop-drop 10] [--out runs/chain_table]
+
+Every run is skipped when its directory already holds it: a rerun only prints the tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quantize_table import HELDOUT, cifar_pool  # noqa: E402
+from real_pair import (  # noqa: E402
+    CENTRE_CROP,
+    CIFAR_CLASSES,
+    CIFAR_FLAGS,
+    CIFAR_TEACHER,
+    GENDER,
+    GENDER_FLAGS,
+    IMAGES,
+    LABELS,
+    ROOT,
+)
+
+TA_LINKS = "resnet20,resnet8"
+LONG_LINKS = "resnet20,resnet8,resnet8:0.5,resnet8:0.25"
+AUGMENT = "flip,shift"
+TAKD_ANCHOR = ("TAKD (Mirzadeh et al. 2020, Table 2), CIFAR-100, ResNet-110 teacher, ResNet-8 student: "
+               "61.41% accuracy distilled directly, 61.82% through a teacher assistant")
+
+
+def extractor(*args: object) -> dict:
+    command = ["nice", sys.executable, "-m", "extractor.cli", *map(str, args), "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, command))} failed:\n{result.stderr}")
+    return json.loads(result.stdout)
+
+
+def mean_sd(values: list[float], scale: float = 100.0) -> str:
+    values = [scale * value for value in values if value is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def cifar(args: argparse.Namespace) -> tuple[str, str]:
+    """Runs the CIFAR-10 experiments; returns the teacher-assistant table and seed 0's chain table."""
+    pool = args.out / f"cifar-{args.images}-{args.test_images}"
+    split_csv = cifar_pool(pool, args.images, args.test_images)
+    store = args.out / f"{pool.name}.db"
+    extractor("label", "--teacher", CIFAR_TEACHER, "--images", pool, "--store", store, *CIFAR_FLAGS, "--quiet")
+    common = ["--store", store, "--epochs", args.epochs, "--split-by", split_csv, "split", "--heldout", HELDOUT,
+              "--augment", AUGMENT, "--quiet"]
+    truth = ["--ground-truth", "folders", "--classes", CIFAR_CLASSES]
+    rows: dict[str, list[dict]] = {"ta": [], "ta_student": [], "direct": [], "hard": []}
+    chain_report: dict = {}
+    for seed in args.seeds:
+        chain = args.out / f"cifar-chain-seed{seed}"
+        links = LONG_LINKS if seed == args.seeds[0] else TA_LINKS
+        if not (chain / "chain.json").exists() or json.loads((chain / "chain.json").read_text())["status"] == "running":
+            extractor("chain", "--out", chain, "--links", links, "--seed", seed, "--stop-drop", args.stop_drop,
+                      *common)
+        report = extractor("report", chain, *truth)
+        rows["ta"].append(report["chain"][0])
+        rows["ta_student"].append(report["chain"][1])
+        if seed == args.seeds[0]:
+            chain_report = report
+        for name, extra in (("direct", []), ("hard", ["--targets", "hard"])):
+            run = args.out / f"cifar-resnet8-{name}-seed{seed}"
+            if not (run / "run.json").exists():
+                extractor("train", "--out", run, "--student", "resnet8", "--seed", seed, *common, *extra,
+                          *(["--resume"] if (run / "last.pt").exists() else []))
+            report = extractor("report", run, *truth)
+            minutes = json.loads((run / "run.json").read_text())["train_seconds"] / 60
+            rows[name].append({"fidelity": report["fidelity"], "accuracy": report["accuracy"],
+                               "size_mb": report["student"]["size_mb"], "train_minutes": minutes})
+        print(f"seed {seed}: TA student {rows['ta_student'][-1]['fidelity']:.3f}, direct "
+              f"{rows['direct'][-1]['fidelity']:.3f}, hard {rows['hard'][-1]['fidelity']:.3f}", flush=True)
+    teacher = chain_report["teacher"]
+    lines = [f"CIFAR-10: black box teacher_cifar10_winml ({teacher['size_mb']:.2f} MB, {teacher['params']:,} params, "
+             f"{100 * teacher['accuracy']:.1f}% accurate on these test images); pool {args.images} train images, "
+             f"held out {chain_report['eval_images']} test images; {args.epochs} epochs per student, 32 px, "
+             f"crop+flip; seeds {args.seeds} (mean ± sd); 2-core CPU shared with other jobs",
+             "", "| student | learns from | size (MB) | fidelity % | accuracy % | train min |",
+             "|---|---|---:|---:|---:|---:|"]
+    for label, source, key in (("ResNet-20 (the assistant)", "teacher", "ta"),
+                               ("ResNet-8, through the assistant", "ResNet-20's answers", "ta_student"),
+                               ("ResNet-8, direct", "teacher (hard + soft)", "direct"),
+                               ("ResNet-8, hard labels only", "teacher's top-1 only", "hard")):
+        group = rows[key]
+        lines.append(f"| {label} | {source} | {group[0]['size_mb']:.3f} | {mean_sd([r['fidelity'] for r in group])} | "
+                     f"{mean_sd([r['accuracy'] for r in group])} | "
+                     f"{statistics.mean(r['train_minutes'] for r in group):.1f} |")
+    lines += ["", f"anchor: {TAKD_ANCHOR}"]
+    return "\n".join(lines), chain_table("CIFAR-10, teacher_cifar10_winml", chain_report, args)
+
+
+def lfw(args: argparse.Namespace) -> str:
+    """Runs the four-link chain on the gender/LFW pair; returns its table."""
+    store = args.out / "lfw-gender.db"
+    extractor("label", "--teacher", GENDER, "--images", IMAGES, "--store", store, *GENDER_FLAGS, *CENTRE_CROP,
+              "--quiet")
+    chain = args.out / "lfw-gender-chain"
+    if not (chain / "chain.json").exists() or json.loads((chain / "chain.json").read_text())["status"] == "running":
+        extractor("chain", "--store", store, "--out", chain, "--links", LONG_LINKS, "--epochs", args.epochs,
+                  "--stop-drop", args.stop_drop, "--seed", args.seeds[0], "--augment", AUGMENT, "--quiet")
+    report = extractor("report", chain, "--ground-truth", LABELS, "--label-column", "gender",
+                       "--classes", "female,male")
+    return chain_table("gender/LFW, teacher_gender_dlib", report, args)
+
+
+def chain_table(title: str, report: dict, args: argparse.Namespace) -> str:
+    """The seed-002 table: each link's memory reduction against its fidelity drop."""
+    teacher = report["teacher"]
+    lines = [f"{title}: {teacher['size_mb']:.2f} MB teacher, {report['eval_images']} held-out images, "
+             f"{args.epochs} epochs per link, stop rule: more than {report['stop_drop']} points below link 0"
+             + (f" (stopped at link {report['stopped_at']})" if report["stopped_at"] is not None else ""),
+             "", "| link | student | params | size (MB) | memory reduction vs teacher | fidelity % | drop vs teacher "
+             "(points) | drop vs link 0 (points) | fidelity to parent % | accuracy % | train min |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| teacher | black box | {teacher['params']:,} | {teacher['size_mb']:.3f} | | 100.0 | | | | "
+             f"{100 * teacher['accuracy']:.1f} | |"]
+    for row in report["chain"]:
+        reduction = 100 * (1 - 1 / row["size_reduction_vs_teacher"])
+        lines.append(f"| {row['link']}{' (stop)' if row['stop'] else ''} | {row['architecture']} w{row['width']} | "
+                     f"{row['params']:,} | {row['size_mb']:.3f} | {reduction:+.0f}% | {100 * row['fidelity']:.1f} | "
+                     f"{100 * (1 - row['fidelity']):.1f} | {row['drop_from_first_points']:.1f} | "
+                     f"{100 * row['fidelity_to_parent']:.1f} | {100 * row['accuracy']:.1f} | "
+                     f"{row['train_minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000, help="CIFAR train images in the pool (class-balanced)")
+    parser.add_argument("--test-images", type=int, default=1000, help="CIFAR test images, the held-out split")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs per student")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--stop-drop", type=float, default=10.0, help="chain stop rule, fidelity points")
+    parser.add_argument("--skip-lfw", action="store_true", help="CIFAR only")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "chain_table")
+    args = parser.parse_args()
+    for path in (CIFAR_TEACHER, GENDER, IMAGES):
+        if not path.exists():
+            raise SystemExit(f"{path} is absent: this benchmark needs the shared real pairs")
+    args.out.mkdir(parents=True, exist_ok=True)
+    ta_table, cifar_chain = cifar(args)
+    tables = [ta_table, cifar_chain] if args.skip_lfw else [ta_table, cifar_chain, lfw(args)]
+    print("\n\n".join(tables))
+
+
+if __name__ == "__main__":
+    main()
