@@ -19,6 +19,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -90,6 +91,7 @@ def main() -> None:
                   f"{run['train_seconds'] / 60:.1f} min", flush=True)
     print()
     print(table(runs, widths, args))
+    print(step_cost(args.student, widths))
 
 
 def table(runs: dict, widths: list[float], args: argparse.Namespace) -> str:
@@ -149,6 +151,43 @@ def table(runs: dict, widths: list[float], args: argparse.Namespace) -> str:
     lines.append(f"- ta total time <= 1.5x the widest alone: {minutes(['ta']) / widest:.2f}x "
                  f"({met(minutes(['ta']) <= 1.5 * widest)})")
     return "\n".join(lines)
+
+
+def step_cost(student: str, widths: list[float], steps: int = 40, batch: int = 64) -> str:
+    """CPU seconds per training step, slimmable (ta, sandwich) vs the widest alone, interleaved step by
+    step in one process so that a shared machine's changing load falls on both alike."""
+    import torch
+
+    from extractor.students.batches import Batch
+    from extractor.students.config import DistillConfig, OptimConfig, SlimmableConfig
+    from extractor.students.slimmable import build_slimmable
+    from extractor.students.tasks import DistillTask, InplaceDistillTask
+    from extractor.students.trainer import build_optimizer
+    from extractor.students.zoo import build_student
+
+    torch.manual_seed(0)
+    distill = DistillConfig()
+    tasks = {"widest alone": DistillTask(build_student(student, 10, 3), distill),
+             "slimmable": InplaceDistillTask(build_slimmable(student, 10, 3, widths), distill,
+                                             SlimmableConfig(widths=tuple(widths), inplace="ta"))}
+    optimizers = {name: build_optimizer(task, OptimConfig(), steps)[0] for name, task in tasks.items()}
+    data = Batch(inputs=torch.randn(batch, 3, 32, 32), labels=torch.randint(0, 10, (batch,)),
+                 teacher_log_probs=torch.log_softmax(torch.randn(batch, 10), dim=1),
+                 soft_mask=torch.ones(batch, dtype=torch.bool), truth=None)
+    seconds = dict.fromkeys(tasks, 0.0)
+    for step in range(steps + 2):
+        for name, task in tasks.items():
+            started = time.process_time()
+            loss = task(data)["loss"]
+            optimizers[name].zero_grad()
+            loss.backward()
+            optimizers[name].step()
+            if step >= 2:  # the first steps allocate
+                seconds[name] += time.process_time() - started
+    ratio = seconds["slimmable"] / seconds["widest alone"]
+    return (f"training step cost, CPU seconds per {batch}-image step over {steps} interleaved steps: widest alone "
+            f"{seconds['widest alone'] / steps:.3f}, slimmable {len(widths)} widths (ta, sandwich) "
+            f"{seconds['slimmable'] / steps:.3f} = {ratio:.2f}x ({'met' if ratio <= 1.5 else 'NOT met'}: <= 1.5x)")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def train(
     temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = DistillConfig.temperature,
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = OptimConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = OptimConfig.batch_size,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = OptimConfig.lr,
+    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: the student's].")] = None,
     augment: Annotated[str, typer.Option(
         help="auto (the invariance probe chooses), none, or a comma list of flip, shift, crop used with the "
              "stored answer.")] = "auto",
@@ -137,7 +137,7 @@ def train(
         help="Stored images the probe asks the teacher about under each augmentation (0: no probe).")] = 256,
     probe_max_change: Annotated[float, typer.Option(
         help="--augment auto uses an augmentation with the stored answer when the teacher's answer changes "
-             "on fewer than this share of probed images.")] = 0.35,
+             "on fewer than this share of probed images.")] = 0.4,
     probe_budget: Annotated[Optional[int], typer.Option(
         help="Most images the probe may send [default: within the label job's --budget].")] = None,
     views: Annotated[Optional[int], typer.Option(
@@ -195,7 +195,7 @@ def chain(
     temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = DistillConfig.temperature,
     epochs: Annotated[int, typer.Option(help="Passes over the training images, per link.")] = OptimConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = OptimConfig.batch_size,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = OptimConfig.lr,
+    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: the student's].")] = None,
     augment: Annotated[str, typer.Option(help="none, or a comma list of flip, shift.")] = "flip,shift",
     seed: Annotated[int, typer.Option(help="Seed of the first child of each link (the others: seed+1, ...).")] = 0,
     heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,

@@ -56,6 +56,11 @@ class ProbeResult:
         return self.images >= MIN_PROBED and bool(self.changed)
 
     @property
+    def answers(self) -> int:
+        """Teacher answers the measurement rests on, whichever run paid for them (its query cost)."""
+        return self.images * len(self.changed) if self.measured else self.queries
+
+    @property
     def teacher_self_agreement(self) -> float | None:
         """The teacher vs itself under a one-pixel shift: the ceiling of any student's fidelity to it."""
         return None if "shift1" not in self.changed else 1.0 - self.changed["shift1"]

@@ -20,13 +20,24 @@ from extractor.errors import ConfigError, InputNotFound
 from extractor.jobs import label_dataset, preprocess_fingerprint, spec_data_of
 from extractor.pool import student_spec
 from extractor.store import LabelStore
+from extractor.teachers.onnx import OnnxTeacher
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from extractor.teachers.base import Teacher
-
 log = logging.getLogger(__name__)
+
+
+class RunTeacher(OnnxTeacher):
+    """``OnnxTeacher`` on a run's student.onnx (logits out) whose description in the store names the run, so
+    that answers of runs are told apart from a black box's (``pool.select_answers``)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(run_dir / "student.onnx", output_policy="logits")
+        self.run_dir = run_dir
+
+    def describe(self) -> dict:
+        return {**super().describe(), "run": str(self.run_dir.resolve())}
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,9 @@ def label_with_parent(parent: ParentRun, store: LabelStore, *, workers: int, qui
         (teacher fingerprint, preprocess fingerprint) under which the parent's answers are stored.
 
     Raises:
-        CacheError: when the store holds no answers of the parent's black box.
-        ConfigError: for a parent trained on face crops (not supported: its crops live in the detections).
+        ConfigError: when the store holds no label job of the parent's black box, or for a parent trained
+            on detected face crops (not supported yet).
+        InputNotFound: when none of those image folders is there any more.
     """
     if parent.run["preprocess"].get("faces"):
         raise ConfigError(f"{parent.path} was trained on detected face crops; a face-crop run cannot teach yet")
@@ -85,7 +97,7 @@ def label_with_parent(parent: ParentRun, store: LabelStore, *, workers: int, qui
     if not roots:
         raise ConfigError(f"{store.path} holds no label job of {parent.path}'s teacher {teacher_fp[:12]}; "
                           "pass the --store that the parent run was trained from")
-    teacher = _run_teacher(parent.path)
+    teacher = RunTeacher(parent.path)
     preprocess = ""
     for root in roots:
         if not Path(root).is_dir():
@@ -99,18 +111,6 @@ def label_with_parent(parent: ParentRun, store: LabelStore, *, workers: int, qui
     if not preprocess:
         raise InputNotFound(f"none of the image folders of {parent.path}'s teacher is there any more: {roots}")
     return teacher.fingerprint, preprocess
-
-
-def _run_teacher(run_dir: Path) -> Teacher:
-    """``OnnxTeacher`` on the run's student.onnx (logits out), whose description in the store names the run:
-    so answers of runs are told apart from a black box's (``pool.select_answers``)."""
-    from extractor.teachers.onnx import OnnxTeacher
-
-    class RunTeacher(OnnxTeacher):
-        def describe(self) -> dict:
-            return {**super().describe(), "run": str(run_dir.resolve())}
-
-    return RunTeacher(run_dir / "student.onnx", output_policy="logits")
 
 
 def load_parent_student(parent: ParentRun, num_classes: int, in_channels: int) -> nn.Module:

@@ -20,10 +20,11 @@ PERCENTILES = (50, 95)
 
 
 def remote_profile(run: dict, price_per_1000: float | None = None) -> dict | None:
-    """The ledger figures of a training run's teacher, or None when its store is gone or holds none.
+    """The ledger figures of a training run's teacher, every job that asked it included (labels, views,
+    probes), or None when its store is gone or holds none.
 
     Args:
-        run: a run.json written by `extractor train` (its store, teacher and preprocessing fingerprints).
+        run: a run.json written by `extractor train` (its store and teacher fingerprint).
         price_per_1000: what the teacher's owner charges per 1000 images sent (--price-per-1000).
     """
     store = Path(run["config"]["store"])
@@ -31,7 +32,7 @@ def remote_profile(run: dict, price_per_1000: float | None = None) -> dict | Non
         log.warning("the label store %s is gone: the teacher's requests are not reported", store)
         return None
     with LabelStore(store) as opened:
-        requests = opened.teacher_requests(run["teacher"]["fingerprint"], run["preprocess_fingerprint"])
+        requests = opened.teacher_requests(run["teacher"]["fingerprint"])
     return ledger_figures(requests, price_per_1000)
 
 
@@ -50,7 +51,7 @@ def ledger_figures(requests: pd.DataFrame, price_per_1000: float | None = None) 
         latency = {f"{unit}_p{q}": float(np.percentile(values, q))
                    for unit, values in (("image", image_ms), ("request", request_ms)) for q in PERCENTILES}
     sent = int(asked["images_sent"].sum())
-    return {"requests": int(len(asked)), "images_sent": sent, "retries": int(asked["retries"].sum()),
+    return {"requests": len(asked), "images_sent": sent, "retries": int(asked["retries"].sum()),
             "failed_requests": int(asked["error"].notna().sum()),
             "mean_request_images": float(asked["images"].mean()), "latency_ms": latency,
             "price_per_1000": price_per_1000,

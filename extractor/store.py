@@ -296,17 +296,16 @@ class LabelStore:
                               (identity,)).fetchone()
         return int(row[0])
 
-    def teacher_requests(self, teacher: str, preprocess: str) -> pd.DataFrame:
-        """The ledger of every job that labeled with this teacher and preprocessing, one row per request.
-
-        Columns: time, images, images_sent, status, latency_s (retries and backoff included), retries, error.
+    def teacher_requests(self, teacher: str) -> pd.DataFrame:
+        """The ledger of every job that asked this teacher (any images, preprocessing or views), one row
+        per request. Columns: time, images, images_sent, status, latency_s (retries and backoff included),
+        retries, error.
         """
         import pandas as pd
 
         return pd.read_sql_query(
             "SELECT r.time, r.images, r.images_sent, r.status, r.latency_s, r.retries, r.error FROM requests r "
-            "JOIN jobs j ON r.job_id = j.id WHERE j.teacher = ? AND j.preprocess = ? ORDER BY r.id",
-            self.db, params=(teacher, preprocess))
+            "JOIN jobs j ON r.job_id = j.id WHERE j.teacher = ? ORDER BY r.id", self.db, params=(teacher,))
 
     def failures(self, job_id: int) -> pd.DataFrame:
         """The inputs a job could not label, with their one-line reasons."""

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from extractor.students.hooks import (
 from extractor.students.losses import combine_teachers, distillation_loss
 from extractor.students.tasks import DistillTask, HintTask
 from extractor.students.trainer import Trainer, build_optimizer
-from extractor.students.zoo import build_student, count_parameters
+from extractor.students.zoo import DEFAULT_LR, build_student, count_parameters
 from extractor.view_tensors import with_views
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,8 @@ def fit(cfg: TrainConfig, task: torch.nn.Module, data: TrainData) -> Trainer:
     task.to(device)
     train_data = data.train.to(device) if device.type == "cuda" else data.train  # the tensor cache on the GPU
     loss_fn = functools.partial(distillation_loss, cfg=cfg.distill)
-    optimizer, scheduler = build_optimizer(task, cfg.optim, -(-train_data.num_images // cfg.optim.batch_size))
+    optim = replace(cfg.optim, lr=cfg.optim.lr or DEFAULT_LR[cfg.student.architecture])
+    optimizer, scheduler = build_optimizer(task, optim, -(-train_data.num_images // cfg.optim.batch_size))
     hooks = [LRScheduleHook(scheduler), EvalHook(data.heldout, data.inputs, 256, loss_fn),
              MetricsHook(cfg.out / "metrics.jsonl"), CheckpointHook(cfg.out), ProgressHook(quiet=cfg.quiet)]
     trainer = Trainer(task, optimizer, train_data, hooks, epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size,
@@ -253,7 +254,7 @@ def record(cfg: TrainConfig, data: TrainData, onnx_path: Path, *, params: int, e
         "invariance": data.probe.as_dict() if data.probe else None,
         "views": data.views, "view_answers": data.view_answers, "device": str(resolve_device(cfg.device)),
         "queries": len(answers.digests) + data.view_queries,
-        "probe_queries": data.probe.queries if data.probe else 0, "train_images": int(len(data.train_rows)),
+        "probe_queries": data.probe.answers if data.probe else 0, "train_images": int(len(data.train_rows)),
         "heldout_images": int(len(data.held_rows)), "unreadable_images": data.unreadable, "fidelity": fidelity,
         "epochs": epochs, "train_seconds": seconds, "onnx_max_abs_diff": diff,
         "parents": [{**parent.describe(), "fingerprint": taught.teacher["fingerprint"], "fidelity_to_it": agreement}

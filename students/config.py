@@ -37,16 +37,18 @@ class DistillConfig:
 class OptimConfig:
     """How the student is optimised.
 
-    The defaults (AdamW, short linear warmup, cosine decay to 0) train SqueezeNet from scratch on a
-    few thousand images; higher peak rates make the BatchNorm-free network diverge or stall.
+    The defaults (AdamW, short linear warmup, cosine decay to 0, batch 32) were chosen on the gender/LFW
+    pair for a good first run: ResNet-20 reached 91.1% held-out fidelity after 4 epochs at lr 6e-3
+    against 90.4% at 3e-3 and 88.6% at 3e-3 with batch 16 (README, "Train").
     """
 
     epochs: int = 30
     """Passes over the training tensors."""
-    batch_size: int = 64
+    batch_size: int = 32
     """Images per optimizer step."""
-    lr: float = 1e-3
-    """Peak AdamW learning rate, reached after the warmup."""
+    lr: float | None = None
+    """Peak AdamW learning rate, reached after the warmup; None takes the student's own
+    (``students.zoo.DEFAULT_LR``)."""
     weight_decay: float = 0.05
     """Decoupled weight decay, applied to weights but not biases."""
     warmup_frac: float = 0.05
@@ -59,7 +61,7 @@ class OptimConfig:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if not math.isfinite(self.lr) or self.lr <= 0:
+        if self.lr is not None and (not math.isfinite(self.lr) or self.lr <= 0):
             raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
         if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")

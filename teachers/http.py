@@ -8,9 +8,9 @@ request is rate limited (``--max-rps``, shared by all threads), charged to the j
 (honouring ``Retry-After``), and recorded once in that ledger.
 
 kserve-v2 tensors travel as raw bytes (the binary tensor data extension) where the server takes them
-and it pays: with ``--tensor-format auto`` the first request asks in binary and, if the server refuses it
-with a 4xx, again in JSON, which is then kept for the rest of the run; if the server takes binary, the
-next requests time both formats and the faster one is kept (:data:`TIMED_REQUESTS`).
+and it pays: with ``--tensor-format auto`` the first request asks in binary and, if the server refuses
+it (400, 415 or 422), again in JSON, which is then kept for the rest of the run; if the server takes
+binary, the next requests time both formats and the faster one is kept (:data:`TIMED_REQUESTS`).
 
 Header values are secrets: they are kept in :class:`Secret` wrappers that print as ``***``, are
 scrubbed from every message this module produces (server answers quoted in errors included), and
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 DEFAULT_REQUEST_BATCH = 32
 _NOT_RETRIED_5XX = {501, 505}  # Not Implemented / HTTP Version Not Supported never get better
 _NO_METADATA = {404, 405, 501}
+_UNREADABLE_BODY = {400, 415, 422}  # Bad Request, Unsupported Media Type, Unprocessable Content: a format refused
 _EXCERPT_CHARS = 160
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -446,31 +447,48 @@ class HttpTeacher:
 
     def _probe(self, inputs: np.ndarray | Sequence[np.ndarray], images: int, attempts: _Attempts) -> protocols.Answer:
         """Auto mode, one request at a time (so that a server without binary tensors refuses one request,
-        not one per thread, and so that timings are not queueing): the first request in binary, JSON from
-        then on if the server refuses it with a 4xx; where it takes binary, JSON and binary in turn, timed,
-        until TIMED_REQUESTS of each are, and the one with the shorter median time per image is kept."""
-        timing = self._timing
-        if timing is None:
-            try:
-                answer = self._exchange(self._codec, inputs, images, attempts)
-            except _StatusError as exc:
-                if not 400 <= exc.status < 500:
-                    raise
-                json_codec = dataclasses.replace(self._codec, binary=False)
-                answer = self._exchange(json_codec, inputs, images, attempts)
-                log.warning("teacher %s answered a request with binary tensors HTTP %d; sending JSON tensors "
-                            "from now on (--tensor-format json skips this request)", self._public_url, exc.status)
-                log.debug("the refusal: %s", _redact(str(exc), self._secrets))
-                self._codec, self._format, self._probing = json_codec, "json", False
-                return answer
-            log.info("teacher %s takes binary tensors; timing them against JSON", self._public_url)
-            self._timing = _Timing()
+        not one per thread, and so that timings are not queueing): the first request in binary, then,
+        where the server took it, both formats in turn, timed."""
+        if self._timing is None:
+            return self._first(inputs, images, attempts)
+        return self._timed(self._timing, inputs, images, attempts)
+
+    def _first(self, inputs: np.ndarray | Sequence[np.ndarray], images: int, attempts: _Attempts) -> protocols.Answer:
+        """In binary; if the server refuses it (400, 415 or 422), in JSON, which is kept."""
+        try:
+            answer = self._exchange(self._codec, inputs, images, attempts)
+        except _StatusError as exc:
+            if exc.status not in _UNREADABLE_BODY:
+                raise
+            json_codec = dataclasses.replace(self._codec, binary=False)
+            answer = self._exchange(json_codec, inputs, images, attempts)
+            log.warning("teacher %s answered a request with binary tensors HTTP %d; sending JSON tensors from "
+                        "now on (--tensor-format json skips this request)", self._public_url, exc.status)
+            log.debug("the refusal: %s", _redact(str(exc), self._secrets))
+            self._codec, self._format, self._probing = json_codec, "json", False
             return answer
+        log.info("teacher %s takes binary tensors; timing them against JSON", self._public_url)
+        self._timing = _Timing()
+        return answer
+
+    def _timed(self, timing: _Timing, inputs: np.ndarray | Sequence[np.ndarray], images: int,
+               attempts: _Attempts) -> protocols.Answer:
+        """JSON and binary in turn until TIMED_REQUESTS of each were answered at their first attempt; then
+        the one with the shorter median time per image is kept (binary at once if the server refuses JSON,
+        as KServe does FP16 inputs)."""
         chosen = min(("json", "binary"), key=lambda name: len(timing.seconds[name]))
         timing.sent.add(chosen)
         codec = self._codec if chosen == "binary" else dataclasses.replace(self._codec, binary=False)
         clock = time.perf_counter()
-        answer = self._exchange(codec, inputs, images, attempts)
+        try:
+            answer = self._exchange(codec, inputs, images, attempts)
+        except _StatusError as exc:
+            if chosen != "json" or exc.status not in _UNREADABLE_BODY:
+                raise
+            log.warning("teacher %s answered a request with JSON tensors HTTP %d; sending binary tensors from "
+                        "now on", self._public_url, exc.status)
+            self._format, self._timing, self._probing = "binary", None, False
+            return self._exchange(self._codec, inputs, images, attempts)
         if attempts.retries == 0:  # backoff would say nothing about the format
             timing.seconds[chosen].append((time.perf_counter() - clock) / images)
         if min(map(len, timing.seconds.values())) >= TIMED_REQUESTS:

@@ -58,7 +58,8 @@ IMAGE_FORMATS: tuple[str, ...] = ("png", "jpeg")
 V2_FLOAT_TYPES: tuple[str, ...] = ("FP32", "FP16", "FP64")
 TENSOR_FORMATS: tuple[str, ...] = ("auto", "binary", "json")
 """How kserve-v2 tensors travel (--tensor-format): "binary" (the binary tensor data extension), "json"
-(numbers in the JSON body), or "auto": binary first, JSON for good once the server refuses it."""
+(numbers in the JSON body), or "auto": JSON if the server refuses binary, else whichever of the two is
+faster (``HttpTeacher`` times both)."""
 BINARY_HEADER = "Inference-Header-Content-Length"
 """The binary tensor data extension's header: the length of the JSON part of a body; raw tensors follow it
 (Triton's docs/protocol/extension_binary_data.md; KServe's ``INFERENCE_CONTENT_LENGTH_HEADER``)."""

@@ -1,12 +1,11 @@
 """`--executor ray` on real local Ray clusters: the same store, keys and jobs as the local executor, and
 exactly-once storage through killed workers and a killed driver."""
+import json
 import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +117,7 @@ def test_driver_killed_then_resumed_stores_every_image_once_and_requeries_nothin
     assert done < 1500, "the job finished before it could be killed; make the folder larger"
     resumed = subprocess.run([str(arg) for arg in args] + ["--json"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    summary = __import__("json").loads(resumed.stdout)
+    summary = json.loads(resumed.stdout)
     assert summary["cached"] >= done and summary["cached"] + summary["labeled"] == 1500
     assert summary["queries"] == summary["labeled"] == 1500 - summary["cached"]  # nothing committed is asked again
     assert counts(store) == (1500, 1500)

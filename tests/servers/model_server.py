@@ -314,8 +314,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, model: ModelServer, request: _Request) -> None:
         fault = model._take_fault()
         switches = model.switches
-        time.sleep(switches.delay_s + (0.0 if model.protocol != "kserve-v2" else
-                                       switches.binary_delay_s if request.binary_in else switches.json_delay_s))
+        format_delay_s = 0.0
+        if model.protocol == "kserve-v2":
+            format_delay_s = switches.binary_delay_s if request.binary_in else switches.json_delay_s
+        time.sleep(switches.delay_s + format_delay_s)
         if fault == "timeout":
             time.sleep(switches.hang_s)
         elif fault == "slow":

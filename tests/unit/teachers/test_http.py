@@ -157,6 +157,19 @@ def test_auto_times_both_formats_then_keeps_the_faster(serve, caplog, slow, kept
     assert server.counts()["binary_requests"] == (3 if kept == "binary" else 0)
 
 
+def test_auto_keeps_binary_when_the_server_refuses_json_tensors(serve) -> None:
+    """KServe refuses FP16 inputs as JSON numbers: the request is sent again in binary, which is kept."""
+    server = serve(TINY, "kserve-v2", input_datatype="FP16")
+    teacher = HttpTeacher(make_config(server))
+    batch = inputs_for(teacher, 2)
+    teacher.predict(batch)
+    server.set(fault="400", fault_times=1)  # the next request is the first in JSON
+    assert teacher.predict(batch).labels.shape == (2,)
+    assert teacher.tensor_format == "binary" and server.counts()["requests"] == 3  # the refused one included
+    teacher.predict(batch)
+    assert server.counts()["binary_requests"] == 3
+
+
 def test_binary_asked_for_is_never_downgraded(serve) -> None:
     server = serve(TINY, "kserve-v2", binary=False)
     teacher = HttpTeacher(make_config(server, tensor_format="binary"))
@@ -353,9 +366,7 @@ def test_retry_after_beyond_max_backoff_gives_up(serve) -> None:
 
 def test_client_errors_are_not_retried(serve) -> None:
     server = serve(TINY, "kserve-v2")
-    teacher = HttpTeacher(make_config(server))
-    teacher.predict(inputs_for(teacher, 1))  # settles the tensor format
-    server.reset_counts()
+    teacher = HttpTeacher(make_config(server, tensor_format="binary"))  # auto would try JSON after a 400
     server.set(fault="400", fault_times=-1)
     with pytest.raises(TeacherError, match="answered HTTP 400 Bad Request: .*injected 400") as caught:
         teacher.predict(inputs_for(teacher, 4))
