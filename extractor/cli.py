@@ -163,15 +163,17 @@ def train(
     from extractor.config import ProbeConfig, TeacherChoice, TrainConfig
 
     teachers = ((TeacherChoice(run=parent),) if parent else ()) + tuple(TeacherChoice.parse(t) for t in teacher or ())
+    student_cfg = StudentConfig(architecture=student, width=width, size=size)
     cfg = TrainConfig(store=store, out=out, teachers=teachers, hint=HintConfig.from_flags(hint, hint_weight, hint_layer),
-                      student=StudentConfig(architecture=student, width=width, size=size), heldout=heldout,
+                      student=student_cfg, heldout=heldout,
                       split_by=split_by, resume=resume, workers=workers, quiet=quiet or as_json, device=device,
                       augment=tuple(a.strip() for a in augment.split(",") if a.strip() and augment != "none"),
                       shift_frac=shift, crop_scale=crop_scale, views=views,
                       probe=ProbeConfig(images=probe_images, max_change=probe_max_change, teacher_source=teacher_source,
                                         budget=probe_budget),
                       distill=DistillConfig(targets=targets, alpha=alpha, temperature=temperature),  # type: ignore[arg-type]
-                      optim=OptimConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+                      optim=OptimConfig(epochs=epochs, batch_size=batch_size, seed=seed,
+                                        lr=student_cfg.default_lr if lr is None else lr),
                       slimmable=SlimmableConfig.from_flags(slimmable, inplace, sandwich))
     _emit(run_train(cfg), as_json)
 
@@ -195,7 +197,7 @@ def chain(
     temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = DistillConfig.temperature,
     epochs: Annotated[int, typer.Option(help="Passes over the training images, per link.")] = OptimConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = OptimConfig.batch_size,
-    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: the student's].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: 6e-3].")] = None,
     augment: Annotated[str, typer.Option(help="none, or a comma list of flip, shift.")] = "flip,shift",
     seed: Annotated[int, typer.Option(help="Seed of the first child of each link (the others: seed+1, ...).")] = 0,
     heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,
@@ -214,7 +216,8 @@ def chain(
                         quiet=quiet or as_json, device=device,
                         augment=tuple(a.strip() for a in augment.split(",") if a.strip() and augment != "none"),
                         distill=DistillConfig(targets=targets, alpha=alpha, temperature=temperature),  # type: ignore[arg-type]
-                        optim=OptimConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
+                        optim=OptimConfig(epochs=epochs, batch_size=batch_size, seed=seed,
+                                          lr=OptimConfig.lr if lr is None else lr))
     cfg = ChainConfig(train=train, links=Link.parse_list(links), children=children, stop_drop=stop_drop,
                       hint=HintConfig.from_flags(hint, hint_weight, HintConfig.student_layer))
     _emit(run_chain(cfg), as_json)

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from extractor.students.hooks import (
 from extractor.students.losses import combine_teachers, distillation_loss
 from extractor.students.tasks import DistillTask, HintTask
 from extractor.students.trainer import Trainer, build_optimizer
-from extractor.students.zoo import DEFAULT_LR, build_student, count_parameters
+from extractor.students.zoo import build_student, count_parameters
 from extractor.view_tensors import with_views
 
 log = logging.getLogger(__name__)
@@ -205,8 +205,7 @@ def fit(cfg: TrainConfig, task: torch.nn.Module, data: TrainData) -> Trainer:
     task.to(device)
     train_data = data.train.to(device) if device.type == "cuda" else data.train  # the tensor cache on the GPU
     loss_fn = functools.partial(distillation_loss, cfg=cfg.distill)
-    optim = replace(cfg.optim, lr=cfg.optim.lr or DEFAULT_LR[cfg.student.architecture])
-    optimizer, scheduler = build_optimizer(task, optim, -(-train_data.num_images // cfg.optim.batch_size))
+    optimizer, scheduler = build_optimizer(task, cfg.optim, -(-train_data.num_images // cfg.optim.batch_size))
     hooks = [LRScheduleHook(scheduler), EvalHook(data.heldout, data.inputs, 256, loss_fn),
              MetricsHook(cfg.out / "metrics.jsonl"), CheckpointHook(cfg.out), ProgressHook(quiet=cfg.quiet)]
     trainer = Trainer(task, optimizer, train_data, hooks, epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size,

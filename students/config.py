@@ -46,9 +46,9 @@ class OptimConfig:
     """Passes over the training tensors."""
     batch_size: int = 32
     """Images per optimizer step."""
-    lr: float | None = None
-    """Peak AdamW learning rate, reached after the warmup; None takes the student's own
-    (``students.zoo.DEFAULT_LR``)."""
+    lr: float = 6e-3
+    """Peak AdamW learning rate, reached after the warmup (``StudentConfig.default_lr`` is each
+    student's own, which the CLI uses when --lr is not given)."""
     weight_decay: float = 0.05
     """Decoupled weight decay, applied to weights but not biases."""
     warmup_frac: float = 0.05
@@ -61,7 +61,7 @@ class OptimConfig:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.lr is not None and (not math.isfinite(self.lr) or self.lr <= 0):
+        if not math.isfinite(self.lr) or self.lr <= 0:
             raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
         if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
@@ -85,6 +85,12 @@ class StudentConfig:
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 32:
             raise ConfigError(f"--size must be >= 32 pixels, got {self.size}")
+
+    @property
+    def default_lr(self) -> float:
+        """This student's peak AdamW rate when --lr is not given. SqueezeNet has no BatchNorm: above
+        ~1e-3 it diverges or stalls from scratch; the BatchNorm students learn fastest near 6e-3."""
+        return 1e-3 if self.architecture == "squeezenet1_1" else OptimConfig.lr
 
 
 @dataclass(frozen=True)

@@ -115,11 +115,6 @@ STUDENTS: dict[str, Callable[..., nn.Module]] = {
 }
 """Student architectures by name: each factory takes ``(num_classes, in_channels, width)``."""
 
-DEFAULT_LR: dict[str, float] = {"squeezenet1_1": 1e-3, "mobilenet_v3_small": 6e-3, "resnet8": 6e-3, "resnet20": 6e-3}
-"""Peak AdamW rate per student when --lr is not given. SqueezeNet has no BatchNorm: above ~1e-3 it
-diverges or stalls from scratch; the BatchNorm students learn fastest at 6e-3 (README, "Train")."""
-
-
 def build_student(name: str, num_classes: int, in_channels: int, width: float = 1.0) -> nn.Module:
     """Builds the student architecture called ``name`` with random weights.
 
