@@ -5,8 +5,9 @@ the default).
 Pairs: the demo's digits CNN over scikit-learn's digits; the dlib gender CNN and the FER2013 emotion CNN over
 LFW faces (centre crop 0.4, as in tests/assets.py); the Windows-ML CIFAR-10 CNN over CIFAR-10 train JPEGs
 (class-balanced). Each pair: label a pool of images, probe the teacher (256 images x 4 probe views, charged
-to the label job's ledger), then train one student per setting with the same seed, split and epochs. When
-the probe's choice is exactly "all" or "none", that run is the same configuration and is not repeated.
+to the label job's ledger), then train one student per setting with the same seed, split and epochs. The
+probe's choice is read first (from the stored probe answers); when it is exactly "all" or "none", that run
+is the same configuration and is not repeated.
 
     python benchmarks/augment_table.py [--pairs digits gender emotion cifar] [--images 2000] [--epochs 8]
         [--student resnet8] [--size 32] [--heldout 0.5] [--seeds 0] [--out runs/augment_table]
@@ -121,15 +122,17 @@ def main() -> None:
         teacher, images, flags = makers[name]()
         store = args.out / f"{name}.db"
         extractor("label", "--teacher", teacher, "--images", images, "--store", store, *flags, "--quiet")
+        measured, chosen = probe(store)
+        print(name, json.dumps(measured), "->", ",".join(chosen) or "none", flush=True)
         if args.probe_only:
-            print(name, json.dumps(probe(store, args)), flush=True)
             continue
         for seed in args.seeds:
             done: dict[str, dict] = {}
-            for setting in ("probe", "all", "none"):
+            for setting in ("all", "none", "probe"):
                 out = args.out / f"{name}-{setting}-seed{seed}"
-                if setting != "probe" and same_augmentations(done["probe"]["augment"], setting):
-                    done[setting] = done["probe"]  # the same configuration: the same run
+                same = [other for other in ("all", "none") if setting == "probe" and same_augmentations(chosen, other)]
+                if same:
+                    done[setting] = done[same[0]]  # the same configuration: the same run
                 else:
                     if not (out / "run.json").exists():
                         extractor("train", "--store", store, "--out", out, "--augment", SETTINGS[setting],
@@ -146,20 +149,26 @@ def main() -> None:
         print(table(results, args))
 
 
-def probe(store: Path, args: argparse.Namespace) -> dict:
-    from extractor.config import ProbeConfig
-    from extractor.invariance import run_probe
+def probe(store: Path) -> tuple[dict, list[str]]:
+    """The invariance probe `extractor train` runs (its answers stored: free after the first time), and the
+    augmentations the default policy uses with the stored answer."""
+    from extractor.config import AUTO, ProbeConfig, TrainConfig
+    from extractor.invariance import STORED, choose_policy, run_probe
     from extractor.pool import select_answers
     from extractor.store import LabelStore
 
+    defaults = TrainConfig(store=store, out=store)
     with LabelStore(store) as label_store:
         answers = select_answers(label_store, None)
-    result = run_probe(store, answers, ProbeConfig(), shift_frac=0.125, crop_scale=0.75, may_query=True,
-                       workers=1, quiet=True)
-    return result.as_dict()
+    result = run_probe(store, answers, ProbeConfig(), shift_frac=defaults.shift_frac, crop_scale=defaults.crop_scale,
+                       may_query=True, workers=1, quiet=True)
+    policy = choose_policy(result, (AUTO,), [], defaults.probe.max_change)
+    return result.as_dict(), [name for name, use in policy.items() if use == STORED]
 
 
 def table(results: dict[tuple[str, str], list[dict]], args: argparse.Namespace) -> str:
+    from extractor.config import ProbeConfig
+
     def cell(name: str, setting: str) -> str:
         runs = results.get((name, setting), [])
         values = [100 * run["fidelity"] for run in runs]
@@ -169,14 +178,15 @@ def table(results: dict[tuple[str, str], list[dict]], args: argparse.Namespace) 
             f"{statistics.mean(values):.1f}% ± {statistics.stdev(values):.1f}"
 
     lines = [f"{args.student} at {args.size} px, {args.epochs} epochs, pool of up to {args.images} images, "
-             f"{args.heldout:.0%} held out, seeds {args.seeds}", "",
+             f"{args.heldout:.0%} held out, seeds {args.seeds}; the default uses an augmentation with the stored "
+             f"answer when it changed fewer than {ProbeConfig().max_change:.0%} of the probed answers", "",
              "| pair | teacher's answer changed: flip / 1 px / shift / crop | probe's choice | all | none | "
              "probe's choice (default) |", "|---|---|---|---:|---:|---:|"]
     for name in args.pairs:
         runs = results.get((name, "probe"))
         if not runs:
             continue
-        changed = runs[0]["invariance"]["changed"]
+        changed = runs[0]["invariance"]["changed"]  # the same probe for every run of a pair
         rates = " / ".join(f"{100 * changed[key]:.0f}%" for key in ("flip", "shift1", "shift", "crop"))
         lines.append(f"| {name} | {rates} | {','.join(runs[0]['augment']) or 'none'} | {cell(name, 'all')} | "
                      f"{cell(name, 'none')} | {cell(name, 'probe')} |")

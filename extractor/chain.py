@@ -74,6 +74,9 @@ class ChainConfig:
     """Stop after the first link whose fidelity is more than this many points below the first link's."""
     hint: HintConfig | None = None
     """A FitNet hint from each link's parent (every link after the first)."""
+    lr: float | None = None
+    """Every link's peak learning rate; None takes each link's student's own (``StudentConfig.default_lr``).
+    ``train.optim.lr`` is not used."""
 
     def __post_init__(self) -> None:
         if not self.links:
@@ -90,7 +93,7 @@ class ChainConfig:
         and links (not the workers, progress or device)."""
         train = {key: value for key, value in self.train.as_data().items() if key in _IDENTITY}
         return {"train": train, "size": self.train.student.size, "links": [asdict(link) for link in self.links],
-                "children": self.children, "stop_drop": self.stop_drop,
+                "children": self.children, "stop_drop": self.stop_drop, "lr": self.lr,
                 "hint": asdict(self.hint) if self.hint else None}
 
 
@@ -159,8 +162,9 @@ def _train_link(cfg: ChainConfig, index: int, link: Link, parent: Path | None) -
 
 def _child_config(cfg: ChainConfig, link: Link, out: Path, seed: int, parent: Path | None) -> TrainConfig:
     train = cfg.train
-    return replace(train, out=out, student=replace(train.student, architecture=link.architecture, width=link.width),
-                   optim=replace(train.optim, seed=seed), resume=(out / "last.pt").exists(),
+    student = replace(train.student, architecture=link.architecture, width=link.width)
+    return replace(train, out=out, student=student, resume=(out / "last.pt").exists(),
+                   optim=replace(train.optim, seed=seed, lr=student.default_lr if cfg.lr is None else cfg.lr),
                    teachers=train.teachers if parent is None else (TeacherChoice(run=parent),),
                    hint=cfg.hint if parent is not None else None)
 

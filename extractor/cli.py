@@ -137,7 +137,7 @@ def train(
         help="Stored images the probe asks the teacher about under each augmentation (0: no probe).")] = 256,
     probe_max_change: Annotated[float, typer.Option(
         help="--augment auto uses an augmentation with the stored answer when the teacher's answer changes "
-             "on fewer than this share of probed images.")] = 0.4,
+             "on fewer than this share of probed images.")] = 0.1,
     probe_budget: Annotated[Optional[int], typer.Option(
         help="Most images the probe may send [default: within the label job's --budget].")] = None,
     views: Annotated[Optional[int], typer.Option(
@@ -197,8 +197,9 @@ def chain(
     temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = DistillConfig.temperature,
     epochs: Annotated[int, typer.Option(help="Passes over the training images, per link.")] = OptimConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = OptimConfig.batch_size,
-    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: 6e-3].")] = None,
-    augment: Annotated[str, typer.Option(help="none, or a comma list of flip, shift.")] = "flip,shift",
+    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: each student's own].")] = None,
+    augment: Annotated[str, typer.Option(
+        help="auto (the first link's invariance probe chooses), none, or a comma list of flip, shift, crop.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the first child of each link (the others: seed+1, ...).")] = 0,
     heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,
     split_by: Annotated[Optional[tuple[Path, str]], typer.Option(help="CSV COLUMN: hold out whole groups (people).")] = None,
@@ -216,9 +217,8 @@ def chain(
                         quiet=quiet or as_json, device=device,
                         augment=tuple(a.strip() for a in augment.split(",") if a.strip() and augment != "none"),
                         distill=DistillConfig(targets=targets, alpha=alpha, temperature=temperature),  # type: ignore[arg-type]
-                        optim=OptimConfig(epochs=epochs, batch_size=batch_size, seed=seed,
-                                          lr=OptimConfig.lr if lr is None else lr))
-    cfg = ChainConfig(train=train, links=Link.parse_list(links), children=children, stop_drop=stop_drop,
+                        optim=OptimConfig(epochs=epochs, batch_size=batch_size, seed=seed))
+    cfg = ChainConfig(train=train, links=Link.parse_list(links), children=children, stop_drop=stop_drop, lr=lr,
                       hint=HintConfig.from_flags(hint, hint_weight, HintConfig.student_layer))
     _emit(run_chain(cfg), as_json)
 

@@ -91,7 +91,7 @@ class ProbeConfig:
 
     images: int = 256
     """Stored images the teacher is asked about under each augmentation (0: no probe, the safe default)."""
-    max_change: float = 0.4
+    max_change: float = 0.1
     """An augmentation is used with the stored answer when the teacher's answer changes on fewer than this
     share of the probed images; otherwise only through bought views, if any."""
     teacher_source: str | None = None

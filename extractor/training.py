@@ -181,8 +181,9 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
                                              cfg.distill.temperature)
         data = DistilTensors(images=images, labels=labels, teacher_log_probs=log_probs,
                              soft_mask=torch.ones(len(labels), dtype=torch.bool))
+    # A child never asks the black box again: it reads the probe answers stored by an ancestor's probe.
     probe = run_probe(cfg.store, first, cfg.probe, shift_frac=cfg.shift_frac, crop_scale=cfg.crop_scale,
-                      may_query=tuple(cfg.augment) == (AUTO,), workers=cfg.workers, quiet=cfg.quiet)
+                      may_query=tuple(cfg.augment) == (AUTO,) and not parents, workers=cfg.workers, quiet=cfg.quiet)
     policy = choose_policy(probe, cfg.augment, [view for view, _ in bought], cfg.probe.max_change)
     inputs = InputConfig(mean=spec.mean, std=spec.std, flip=policy["flip"] == STORED,
                          shift_frac=cfg.shift_frac if policy["shift"] == STORED else 0.0,

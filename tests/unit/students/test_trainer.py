@@ -49,7 +49,7 @@ def _data(n=24, classes=3, side=32, seed=0) -> DistilTensors:
 
 
 def _trainer(model, data, hooks, epochs=2, batch_size=8, cfg=None):
-    cfg = cfg or OptimConfig(epochs=epochs, batch_size=batch_size)
+    cfg = cfg or OptimConfig(epochs=epochs, batch_size=batch_size, lr=1e-3)
     optimizer, scheduler = build_optimizer(model, cfg, -(-len(data) // batch_size))
     trainer = Trainer(DistillTask(model, DistillConfig(temperature=2.0)), optimizer, data,
                       [LRScheduleHook(scheduler), *hooks], epochs=epochs,
@@ -246,7 +246,7 @@ def test_squeezenet_learns_digits_from_scratch(one_thread):
     order = torch.randperm(len(truth), generator=torch.Generator().manual_seed(0))
     train, heldout = data.subset(order[:1400]), data.subset(order[1400:])
 
-    cfg = OptimConfig(epochs=8, batch_size=32, seed=0)
+    cfg = OptimConfig(epochs=8, batch_size=32, lr=1e-3, seed=0)  # SqueezeNet's rate: it has no BatchNorm
     inputs = InputConfig(mean=(64.0,), std=(96.0,), flip=False, shift_frac=0.0)  # mirrored digits are other digits
     torch.manual_seed(cfg.seed)
     model = squeezenet1_1(num_classes=10, in_channels=1)
