@@ -162,12 +162,12 @@ def table(run_dir: Path, report: dict, args: argparse.Namespace, baseline_epochs
               "ternary-nodistill-fp32init": "ternary, fp32 init, labels only",
               "binary": "binary, distilled (fp32 init)", "binary-nodistill": "binary, no distill (random init)",
               "binary-nodistill-fp32init": "binary, fp32 init, labels only"}
-    lines = [f"CIFAR-10 teacher -> {args.student}, {run['train_images']} train images (pool), held out: the "
-             f"{run['heldout_images']} CIFAR test images; fp32 {run['epochs']} epochs; variants: distilled "
-             f"{args.epochs} epochs, no distill {baseline_epochs}; seeds {args.seeds}; 2-core CPU",
+    lines = [(f"CIFAR-10 teacher -> {args.student}, {run['train_images']} train images (pool), held out: the "
+              f"{run['heldout_images']} CIFAR test images; fp32 {run['epochs']} epochs; variants: distilled "
+              f"{args.epochs} epochs, no distill {baseline_epochs}; seeds {args.seeds}; 2-core CPU"),
              f"teacher accuracy on these test images: {100 * report['teacher']['accuracy']:.1f}%", "",
-             "| variant | bits w/a | epochs | size (bytes) | fidelity % | agreement with fp32 % | accuracy % "
-             "| latency b1 (ms) | train min |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             ("| variant | bits w/a | epochs | size (bytes) | fidelity % | agreement with fp32 % | accuracy % "
+              "| latency b1 (ms) | train min |"), "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (name, _), rows in groups.items():
         first = rows[0]
         lines.append(f"| {labels.get(name, name)} | {first['bits']}/{first['activation_bits']} | {first['epochs']} | "

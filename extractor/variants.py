@@ -81,8 +81,8 @@ def variants_markdown(rows: list[dict]) -> str:
     def fmt(value: float | None, spec: str) -> str:
         return "n/a" if value is None else format(value, spec)
 
-    lines = ["", "| variant | bits (w/a) | size (bytes) | params | latency b1 (ms/img) | fidelity | "
-                 "agreement with fp32 | accuracy |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["", ("| variant | bits (w/a) | size (bytes) | params | latency b1 (ms/img) | fidelity | "
+                  "agreement with fp32 | accuracy |"), "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['variant']} | {row['bits']}/{row['activation_bits']} | {row['size_bytes']:,} | "
                      f"{row['params']:,} | {fmt(row['latency_ms'].get('1'), '.3f')} | {fmt(row['fidelity'], '.1%')} | "

@@ -119,8 +119,7 @@ def pack(model: nn.Module, arch: Architecture, spec: QuantSpec, path: Path) -> i
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as file:
         file.write(MAGIC + struct.pack("<I", len(header)) + header)
-        for chunk in chunks:
-            file.write(chunk)
+        file.writelines(chunks)
     return path.stat().st_size
 
 
