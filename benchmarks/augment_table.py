@@ -15,22 +15,18 @@ is the same configuration and is not repeated.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
-import statistics
-import subprocess
 import sys
-import zipfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_pair import (  # noqa: E402
+from cli_runs import extractor, mean_sd
+from real_pair import (
     CENTRE_CROP,
-    CIFAR,
     CIFAR_FLAGS,
     CIFAR_TEACHER,
     EMOTION,
@@ -39,6 +35,7 @@ from real_pair import (  # noqa: E402
     GENDER_FLAGS,
     IMAGES,
     ROOT,
+    cifar_pool,
 )
 
 SETTINGS = {"all": "flip,shift,crop", "none": "none", "probe": "auto"}
@@ -51,37 +48,12 @@ def same_augmentations(chosen: list[str], setting: str) -> bool:
     return set(chosen) == named
 
 
-def extractor(*args: object) -> dict:
-    command = [sys.executable, "-m", "extractor.cli", *map(str, args), "--json"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
-    return json.loads(result.stdout)
-
-
 def lfw_pool(folder: Path, count: int) -> Path:
     """The first ``count`` LFW faces (sorted by name), copied."""
     if not folder.is_dir():
         folder.mkdir(parents=True)
         for source in sorted(IMAGES.iterdir())[:count]:
             shutil.copy2(source, folder / source.name)
-    return folder
-
-
-def cifar_pool(folder: Path, count: int) -> Path:
-    """The first ``count / 10`` CIFAR-10 train images of each class, as ``folder/<class>/<name>.jpg``."""
-    if folder.is_dir():
-        return folder
-    per_class: dict[str, list[str]] = defaultdict(list)
-    with open(CIFAR / "train_labels.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if len(per_class[row["class_name"]]) < count // 10:
-                per_class[row["class_name"]].append(row["path_in_zip"])
-    with zipfile.ZipFile(CIFAR / "train.zip") as archive:
-        for class_name, paths in per_class.items():
-            (folder / class_name).mkdir(parents=True, exist_ok=True)
-            for path in paths:
-                (folder / class_name / Path(path).name).write_bytes(archive.read(path))
     return folder
 
 
@@ -170,12 +142,8 @@ def table(results: dict[tuple[str, str], list[dict]], args: argparse.Namespace) 
     from extractor.config import ProbeConfig
 
     def cell(name: str, setting: str) -> str:
-        runs = results.get((name, setting), [])
-        values = [100 * run["fidelity"] for run in runs]
-        if not values:
-            return "n/a"
-        return f"{values[0]:.1f}%" if len(values) == 1 else \
-            f"{statistics.mean(values):.1f}% ± {statistics.stdev(values):.1f}"
+        # percentages averaged, not fractions: a mean on a .x5 tie rounds as in the tables already reported
+        return mean_sd([100 * run["fidelity"] for run in results.get((name, setting), [])], scale=1, unit="%")
 
     lines = [f"{args.student} at {args.size} px, {args.epochs} epochs, pool of up to {args.images} images, "
              f"{args.heldout:.0%} held out, seeds {args.seeds}; the default uses an augmentation with the stored "

@@ -2,7 +2,7 @@
 the seed-002 table (memory reduction vs fidelity drop along an iterative chain) on CIFAR-10 and gender/LFW.
 
 CIFAR-10: the shared CIFAR teacher (teacher_cifar10_winml) is the black box. It labels a class-balanced pool
-of train images plus test images; the test images are the held-out split (quantize_table's split groups), so
+of train images plus test images; the test images are the held-out split (real_pair's SPLIT_GROUPS), so
 fidelity (agreement with the black box) and accuracy (CIFAR labels) are measured on CIFAR test images through
 each student's ONNX file. Per seed:
 
@@ -24,24 +24,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quantize_table import HELDOUT, cifar_pool  # noqa: E402
-from real_pair import (  # noqa: E402
+import cli_runs
+from cli_runs import label_cifar_split, mean_sd
+from real_pair import (
     CENTRE_CROP,
     CIFAR_CLASSES,
-    CIFAR_FLAGS,
     CIFAR_TEACHER,
     GENDER,
     GENDER_FLAGS,
+    GENDER_TRUTH,
+    HELDOUT,
     IMAGES,
-    LABELS,
     ROOT,
 )
 
@@ -50,34 +50,13 @@ LONG_LINKS = "resnet20,resnet8,resnet8:0.5,resnet8:0.25"
 AUGMENT = "flip,shift"
 TAKD_ANCHOR = ("TAKD (Mirzadeh et al. 2020, Table 2), CIFAR-100, ResNet-110 teacher, ResNet-8 student: "
                "61.41% accuracy distilled directly, 61.82% through a teacher assistant")
-
-
-def extractor(*args: object) -> dict:
-    command = ["nice", sys.executable, "-m", "extractor.cli", *map(str, args), "--json"]
-    # Passive OpenMP waits: with the 2 cores shared by other jobs, spinning torch threads trained ResNet-8
-    # 10x slower here (11 vs 110 img/s, measured with both settings at the same load).
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, command))} failed:\n{result.stderr}")
-    return json.loads(result.stdout)
-
-
-def mean_sd(values: list[float], scale: float = 100.0) -> str:
-    values = [scale * value for value in values if value is not None]
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+extractor = partial(cli_runs.extractor, nice=True)
+"""Every command at a lower priority with passive OpenMP waits: these trainings share the machine."""
 
 
 def cifar(args: argparse.Namespace) -> tuple[str, str]:
     """Runs the CIFAR-10 experiments; returns the teacher-assistant table and seed 0's chain table."""
-    pool = args.out / f"cifar-{args.images}-{args.test_images}"
-    split_csv = cifar_pool(pool, args.images, args.test_images)
-    store = args.out / f"{pool.name}.db"
-    extractor("label", "--teacher", CIFAR_TEACHER, "--images", pool, "--store", store, *CIFAR_FLAGS, "--quiet")
+    _, split_csv, store = label_cifar_split(args.out, args.images, args.test_images, nice=True)
     common = ["--store", store, "--epochs", args.epochs, "--split-by", split_csv, "split", "--heldout", HELDOUT,
               "--augment", AUGMENT, "--quiet"]
     truth = ["--ground-truth", "folders", "--classes", CIFAR_CLASSES]
@@ -117,8 +96,11 @@ def cifar(args: argparse.Namespace) -> tuple[str, str]:
                                ("ResNet-8, direct", "teacher (hard + soft)", "direct"),
                                ("ResNet-8, hard labels only", "teacher's top-1 only", "hard")):
         group = rows[key]
-        lines.append(f"| {label} | {source} | {group[0]['size_mb']:.3f} | {mean_sd([r['fidelity'] for r in group])} | "
-                     f"{mean_sd([r['accuracy'] for r in group])} | "
+        # percentages averaged, not fractions: a mean on a .x5 tie rounds as in the tables already reported
+        fidelity, accuracy = ([100 * r[name] for r in group if r[name] is not None]
+                              for name in ("fidelity", "accuracy"))
+        lines.append(f"| {label} | {source} | {group[0]['size_mb']:.3f} | {mean_sd(fidelity, scale=1)} | "
+                     f"{mean_sd(accuracy, scale=1)} | "
                      f"{statistics.mean(r['train_minutes'] for r in group):.1f} |")
     lines += ["", f"anchor: {TAKD_ANCHOR}"]
     return "\n".join(lines), chain_table("CIFAR-10, teacher_cifar10_winml", chain_report, args)
@@ -133,8 +115,7 @@ def lfw(args: argparse.Namespace) -> str:
     if not (chain / "chain.json").exists() or json.loads((chain / "chain.json").read_text())["status"] == "running":
         extractor("chain", "--store", store, "--out", chain, "--links", LONG_LINKS, "--epochs", args.epochs,
                   "--stop-drop", args.stop_drop, "--seed", args.seeds[0], "--augment", AUGMENT, "--quiet")
-    report = extractor("report", chain, "--ground-truth", LABELS, "--label-column", "gender",
-                       "--classes", "female,male")
+    report = extractor("report", chain, *GENDER_TRUTH)
     return chain_table("gender/LFW, teacher_gender_dlib", report, args)
 
 

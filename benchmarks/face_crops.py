@@ -10,8 +10,6 @@ labels.csv for both crops.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,27 +18,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_pair import (  # noqa: E402
-    CENTRE_CROP,
-    EMOTION,
-    EMOTION_FLAGS,
-    GENDER,
-    GENDER_FLAGS,
-    IMAGES,
-    LABELS,
-    ROOT,
-)
+from cli_runs import extractor, run_cli
+from real_pair import CENTRE_CROP, GENDER_CLASSES, IMAGES, LABELS, LFW_TEACHERS, ROOT
 
-TEACHERS = {"emotion": (EMOTION, EMOTION_FLAGS, None), "gender": (GENDER, GENDER_FLAGS, ["female", "male"])}
+CLASSES = {"gender": GENDER_CLASSES.split(",")}
+"""Teachers whose labels are checked against labels.csv, and their class names."""
 CROPS = {"detect": ["--faces", "detect"], "centre 0.4": CENTRE_CROP}
-
-
-def extractor(*args: object) -> dict:
-    result = subprocess.run([sys.executable, "-m", "extractor.cli", *map(str, args)], capture_output=True,
-                            text=True, cwd=ROOT)
-    if result.returncode != 0:
-        raise SystemExit(result.stderr)
-    return json.loads(result.stdout) if result.stdout.startswith("{") else {}
 
 
 def main() -> None:
@@ -51,14 +34,15 @@ def main() -> None:
     truth = pd.read_csv(LABELS).set_index("filename")["gender"]
     print("| teacher | crop | labeled | mean confidence | same label as other crop | labels | accuracy (labels.csv) |")
     print("|---|---|---:|---:|---:|---|---:|")
-    for name, (teacher, flags, classes) in TEACHERS.items():
+    for name, (teacher, flags) in LFW_TEACHERS.items():
+        classes = CLASSES.get(name)
         store = args.out / f"{name}.db"
         frames = {}
         for crop, crop_flags in CROPS.items():
             summary = extractor("label", "--teacher", teacher, "--images", IMAGES, "--store", store, *flags,
-                                *crop_flags, "--json")
+                                *crop_flags)
             frames[crop] = summary
-        extractor("export", "--store", store, "--format", "parquet", "--out", args.out / f"{name}.parquet")
+        run_cli("export", "--store", store, "--format", "parquet", "--out", args.out / f"{name}.parquet")
         table = pd.read_parquet(args.out / f"{name}.parquet")
         by_crop = {p: group.set_index("relative_path") for p, group in table.groupby("preprocess")}
         # the face-crop preprocessing is the one with fewer labels only if some faces were missed; tell them

@@ -31,58 +31,17 @@ The seed's own protocol (all 50k images, 4 epochs distilled vs 30 conventional, 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
-import subprocess
 import sys
-import zipfile
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_pair import CIFAR, CIFAR_CLASSES, CIFAR_FLAGS, CIFAR_TEACHER, ROOT  # noqa: E402
-
-SPLIT_GROUPS = {"train": "cifar-train", "test": "cifar-test"}
-HELDOUT = 0.3
-"""With this fraction the split hash holds out "cifar-test" (0.09) and keeps "cifar-train" (0.50)."""
-
-
-def extractor(*args: object) -> dict:
-    command = [sys.executable, "-m", "extractor.cli", *map(str, args), "--json"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
-    return json.loads(result.stdout)
-
-
-def cifar_pool(folder: Path, train: int, test: int) -> Path:
-    """``folder/<class>/{train,test}-NNNN.jpg``: the first ``train / 10`` train and ``test / 10`` test images
-    of each class, and ``folder.csv`` naming each image's split group. Returns that CSV."""
-    split_csv = folder.with_suffix(".csv")
-    if split_csv.exists():
-        return split_csv
-    rows = []
-    for split, count in (("train", train), ("test", test)):
-        per_class: dict[str, list[str]] = defaultdict(list)
-        with open(CIFAR / f"{split}_labels.csv", newline="") as handle:
-            for row in csv.DictReader(handle):
-                if len(per_class[row["class_name"]]) < count // 10:
-                    per_class[row["class_name"]].append(row["path_in_zip"])
-        with zipfile.ZipFile(CIFAR / f"{split}.zip") as archive:
-            for class_name, paths in per_class.items():
-                for path in paths:
-                    relative = f"{class_name}/{split}-{Path(path).name}"
-                    (folder / class_name).mkdir(parents=True, exist_ok=True)
-                    (folder / relative).write_bytes(archive.read(path))
-                    rows.append({"path": relative, "split": SPLIT_GROUPS[split]})
-    with open(split_csv, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["path", "split"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return split_csv
+from cli_runs import extractor, label_cifar_split, mean_sd
+from real_pair import CIFAR_CLASSES, CIFAR_TEACHER, HELDOUT, ROOT
 
 
 def quantize_without_teacher_network(run: Path, bits: int, epochs: int, seed: int) -> None:
@@ -112,10 +71,7 @@ def main() -> None:
     if not CIFAR_TEACHER.exists():
         raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
     args.out.mkdir(parents=True, exist_ok=True)
-    pool = args.out / f"cifar-{args.images}-{args.test_images}"
-    split_csv = cifar_pool(pool, args.images, args.test_images)
-    store = args.out / f"{pool.name}.db"
-    extractor("label", "--teacher", CIFAR_TEACHER, "--images", pool, "--store", store, *CIFAR_FLAGS, "--quiet")
+    pool, split_csv, store = label_cifar_split(args.out, args.images, args.test_images)
     run = args.out / f"{args.student}-{pool.name}-e{args.fp32_epochs}"
     if not (run / "run.json").exists():
         extractor("train", "--store", store, "--out", run, "--student", args.student, "--epochs", args.fp32_epochs,
@@ -149,14 +105,6 @@ def table(run_dir: Path, report: dict, args: argparse.Namespace, baseline_epochs
         groups[(row["variant"], variant_run["epochs"])].append(
             {**row, "minutes": variant_run["train_seconds"] / 60, "epochs": variant_run["epochs"]})
 
-    def cell(rows: list[dict], key: str, scale: float = 100.0, spec: str = ".1f") -> str:
-        values = [row[key] for row in rows if row[key] is not None]
-        if not values:
-            return "n/a"
-        if len(values) == 1:
-            return format(scale * values[0], spec)
-        return f"{format(scale * statistics.mean(values), spec)} ± {format(scale * statistics.stdev(values), spec)}"
-
     labels = {"fp32": "fp32 student", "int8": "int8 (post-training, onnxruntime QDQ)",
               "ternary": "ternary, distilled (fp32 init)", "ternary-nodistill": "ternary, no distill (random init)",
               "ternary-nodistill-fp32init": "ternary, fp32 init, labels only",
@@ -171,8 +119,9 @@ def table(run_dir: Path, report: dict, args: argparse.Namespace, baseline_epochs
     for (name, _), rows in groups.items():
         first = rows[0]
         lines.append(f"| {labels.get(name, name)} | {first['bits']}/{first['activation_bits']} | {first['epochs']} | "
-                     f"{first['size_bytes']:,} | {cell(rows, 'fidelity')} | {cell(rows, 'agreement_with_fp32')} | "
-                     f"{cell(rows, 'accuracy')} | {first['latency_ms']['1']:.3f} | "
+                     f"{first['size_bytes']:,} | {mean_sd(r['fidelity'] for r in rows)} | "
+                     f"{mean_sd(r['agreement_with_fp32'] for r in rows)} | {mean_sd(r['accuracy'] for r in rows)} | "
+                     f"{first['latency_ms']['1']:.3f} | "
                      f"{statistics.mean(row['minutes'] for row in rows):.1f} |")
     return "\n".join(lines)
 

@@ -16,32 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_pair import (  # noqa: E402
-    CENTRE_CROP,
-    EMOTION,
-    EMOTION_FLAGS,
-    GENDER,
-    GENDER_FLAGS,
-    IMAGES,
-    LABELS,
-    ROOT,
-)
-
-TEACHERS = {"emotion": (EMOTION, EMOTION_FLAGS + CENTRE_CROP), "gender": (GENDER, GENDER_FLAGS + CENTRE_CROP)}
-
-
-def extractor(*args: object) -> dict:
-    command = [sys.executable, "-m", "extractor.cli", *map(str, args), "--json"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
-    return json.loads(result.stdout)
+from cli_runs import extractor, mean_sd
+from real_pair import CENTRE_CROP, GENDER_TRUTH, IMAGES, LABELS, LFW_TEACHERS, ROOT
 
 
 def main() -> None:
@@ -57,9 +38,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = {}
     for name in ("emotion", "gender"):
-        teacher, flags = TEACHERS[name]
+        teacher, flags = LFW_TEACHERS[name]
         store = args.out / f"{name}.db"
-        extractor("label", "--teacher", teacher, "--images", IMAGES, "--store", store, *flags)
+        extractor("label", "--teacher", teacher, "--images", IMAGES, "--store", store, *flags, *CENTRE_CROP)
         targets = ("hard", "joint") if name == "emotion" else ("joint",)
         seeds = args.seeds if name == "emotion" else args.seeds[:1]
         for target in targets:
@@ -72,9 +53,7 @@ def main() -> None:
                     if not (out / "run.json").exists():
                         extractor("train", "--store", store, "--out", out, "--targets", target, "--seed", seed,
                                   "--epochs", args.epochs, "--size", args.size, *extra)
-                    report_args = ["--ground-truth", LABELS, "--label-column", "gender", "--classes",
-                                   "female,male"] if name == "gender" else []
-                    report = extractor("report", out, *report_args)
+                    report = extractor("report", out, *(GENDER_TRUTH if name == "gender" else []))
                     run = json.loads((out / "run.json").read_text())
                     rows.setdefault((name, target, split), []).append((report, run))
                     print(f"{name:7s} {target:5s} {split:6s} seed {seed}: fidelity {report['fidelity']:.3f}"
@@ -85,14 +64,9 @@ def main() -> None:
 
 
 def table(rows: dict, args: argparse.Namespace) -> str:
-    def mean_sd(values: list[float]) -> str:
-        if len(values) == 1:
-            return f"{100 * values[0]:.1f}%"
-        return f"{100 * statistics.mean(values):.1f}% ± {100 * statistics.stdev(values):.1f}"
-
     def cell(name: str, target: str, split: str, key: str) -> str:
         entries = rows.get((name, target, split), [])
-        return mean_sd([report[key] for report, _ in entries]) if entries else "n/a"
+        return mean_sd([report[key] for report, _ in entries], unit="%")
 
     def minutes(name: str, target: str) -> str:
         entries = rows.get((name, target, "faces"), [])
@@ -100,8 +74,7 @@ def table(rows: dict, args: argparse.Namespace) -> str:
 
     def share(target: str) -> str:
         entries = rows.get(("emotion", target, "faces"), [])
-        values = [report["ceiling_share"] for report, _ in entries if report.get("ceiling_share") is not None]
-        return mean_sd(values) if values else "n/a"
+        return mean_sd([report.get("ceiling_share") for report, _ in entries], unit="%")
 
     report = rows[("emotion", "joint", "faces")][0][0]
     lines = [f"Emotion teacher -> SqueezeNet 1.1 on {IMAGES.name} ({report['queries']} faces), "

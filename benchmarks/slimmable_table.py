@@ -14,48 +14,18 @@ trained counterpart; total time <= 1.5x the widest alone.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
-import subprocess
 import sys
 import time
-import zipfile
-from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR = ROOT.parent / "shared" / "assets" / "cifar10_jpg"
-TEACHER = ROOT.parent / "shared" / "assets" / "teacher_cifar10_winml" / "ImageClassifier.onnx"
-TEACHER_FLAGS = ["--mean", "127.5", "--std", "127.5"]
-CLASSES = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cli_runs import extractor, mean_sd
+from real_pair import CIFAR_CLASSES, CIFAR_FLAGS, CIFAR_TEACHER, ROOT, cifar_pool
+
 MODES = ("none", "teacher", "ta")
-
-
-def extractor(*args: object) -> dict:
-    command = [sys.executable, "-m", "extractor.cli", *map(str, args), "--json"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
-    return json.loads(result.stdout)
-
-
-def cifar_subset(folder: Path, count: int) -> Path:
-    """The first ``count / 10`` train images of each class, as ``folder/<class>/<NNNN>.jpg``."""
-    if folder.is_dir() and sum(1 for _ in folder.rglob("*.jpg")) == count:
-        return folder
-    per_class: dict[str, list[str]] = defaultdict(list)
-    with open(CIFAR / "train_labels.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if len(per_class[row["class_name"]]) < count // 10:
-                per_class[row["class_name"]].append(row["path_in_zip"])
-    with zipfile.ZipFile(CIFAR / "train.zip") as archive:
-        for paths in per_class.values():
-            for path in paths:
-                target = folder / Path(path).relative_to("train")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(archive.read(path))
-    return folder
 
 
 def main() -> None:
@@ -70,12 +40,12 @@ def main() -> None:
     parser.add_argument("--heldout", type=float, default=0.2)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "slimmable_table")
     args = parser.parse_args()
-    if not TEACHER.exists():
-        raise SystemExit(f"{TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
+    if not CIFAR_TEACHER.exists():
+        raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
     args.out.mkdir(parents=True, exist_ok=True)
-    images = cifar_subset(args.out / f"cifar{args.images}", args.images)
+    images = cifar_pool(args.out / f"cifar{args.images}", args.images)
     store = args.out / f"cifar{args.images}.db"
-    extractor("label", "--teacher", TEACHER, "--images", images, "--store", store, *TEACHER_FLAGS, "--quiet")
+    extractor("label", "--teacher", CIFAR_TEACHER, "--images", images, "--store", store, *CIFAR_FLAGS, "--quiet")
     widths = [float(w) for w in args.widths.split(",")]
     # every setting pinned, so that a changed default never mixes two recipes in one table
     common = ["--store", store, "--student", args.student, "--epochs", args.epochs, "--heldout", args.heldout,
@@ -89,7 +59,7 @@ def main() -> None:
                               f"-{name}-seed{seed}")
             if not (out / "run.json").exists():
                 extractor("train", *common, "--out", out, "--seed", seed, "--quiet", *extra)
-            report = extractor("report", out, "--ground-truth", "folders", "--classes", CLASSES)
+            report = extractor("report", out, "--ground-truth", "folders", "--classes", CIFAR_CLASSES)
             run = json.loads((out / "run.json").read_text())
             runs[(name, seed)] = {"report": report, "run": run}
             print(f"{name:14s} seed {seed}: fidelity {report['fidelity']:.3f}, "
@@ -113,12 +83,7 @@ def table(runs: dict, widths: list[float], args: argparse.Namespace) -> str:
         return statistics.mean(values(name, width, "fidelity"))
 
     def cell(name: str, width: float, key: str = "fidelity") -> str:
-        found = values(name, width, key)
-        if not found:
-            return "n/a"
-        if len(found) == 1:
-            return f"{100 * found[0]:.1f}"
-        return f"{100 * statistics.mean(found):.1f} ± {100 * statistics.stdev(found):.1f}"
+        return mean_sd(values(name, width, key))
 
     def minutes(names: list[str]) -> float:
         return statistics.mean(sum(runs[(name, seed)]["run"]["train_seconds"] for name in names)

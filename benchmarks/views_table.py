@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from augment_table import cifar_pool, extractor  # noqa: E402
-from real_pair import CIFAR_CLASSES, CIFAR_FLAGS, CIFAR_TEACHER, ROOT  # noqa: E402
+from cli_runs import extractor, mean_sd
+from real_pair import CIFAR_CLASSES, CIFAR_FLAGS, CIFAR_TEACHER, ROOT, cifar_pool
 
 
 def main() -> None:
@@ -61,11 +61,6 @@ def main() -> None:
 
 
 def table(rows: dict[int, list[dict]], args: argparse.Namespace) -> str:
-    def mean_sd(values: list[float]) -> str:
-        if len(values) == 1:
-            return f"{100 * values[0]:.1f}%"
-        return f"{100 * statistics.mean(values):.1f}% ± {100 * statistics.stdev(values):.1f}"
-
     first = next(iter(rows.values()))[0]
     lines = [f"CIFAR-10 teacher -> {args.student}, {first['run_json']['train_images']} train / "
              f"{first['eval_images']} held-out images, {args.epochs} epochs, seeds {args.seeds} (mean ± sd); "
@@ -76,7 +71,8 @@ def table(rows: dict[int, list[dict]], args: argparse.Namespace) -> str:
         run = entries[0]["run_json"]
         minutes = statistics.mean(entry["run_json"]["train_seconds"] for entry in entries) / 60
         lines.append(f"| {views} | {run['queries']:,} (+{run['probe_queries']} probe) | "
-                     f"{mean_sd([e['fidelity'] for e in entries])} | {mean_sd([e['accuracy'] for e in entries])} | "
+                     f"{mean_sd([e['fidelity'] for e in entries], unit='%')} | "
+                     f"{mean_sd([e['accuracy'] for e in entries], unit='%')} | "
                      f"{minutes:.1f} |")
     return "\n".join(lines)
 
