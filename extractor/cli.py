@@ -136,8 +136,8 @@ def train(
     probe_images: Annotated[int, typer.Option(
         help="Stored images the probe asks the teacher about under each augmentation (0: no probe).")] = 256,
     probe_max_change: Annotated[float, typer.Option(
-        help="--augment auto uses an augmentation with the stored answer when the teacher's answer changes "
-             "on fewer than this share of probed images.")] = 0.1,
+        help="--augment auto uses augmentations with the stored answer, least changing first, while the "
+             "shares of probed images whose answer they change sum to less than this.")] = 0.1,
     probe_budget: Annotated[Optional[int], typer.Option(
         help="Most images the probe may send [default: within the label job's --budget].")] = None,
     views: Annotated[Optional[int], typer.Option(

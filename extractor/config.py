@@ -92,8 +92,9 @@ class ProbeConfig:
     images: int = 256
     """Stored images the teacher is asked about under each augmentation (0: no probe, the safe default)."""
     max_change: float = 0.1
-    """An augmentation is used with the stored answer when the teacher's answer changes on fewer than this
-    share of the probed images; otherwise only through bought views, if any."""
+    """Budget of wrong targets: augmentations are used with the stored answer, least changing first, while
+    the shares of probed images whose answer they changed sum to less than this; the others only through
+    bought views, if any."""
     teacher_source: str | None = None
     """Where to reach the teacher (an .onnx file or an http(s) URL); None: as recorded by `extractor label`."""
     budget: int | None = None

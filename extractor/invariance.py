@@ -5,9 +5,9 @@ flip with the answer given for the original teaches the wrong answer wherever th
 mirrored digit is another digit; Beyer et al., CVPR 2022, "A good teacher is patient and consistent").
 Before training, the probe asks the teacher about a few hundred stored images under each student-side
 augmentation, through the label job (each probe view has its own cache key; every query is charged to the
-label job's budget and written to its ledger, and a re-run costs nothing). The policy then uses each
-augmentation with the stored answer only where the teacher's answer rarely changes, else only through
-views the teacher answered for (`extractor label --views`), else not at all.
+label job's budget and written to its ledger, and a re-run costs nothing). The policy then uses
+augmentations with the stored answer only while the share of answers they change, summed, stays small,
+else only through views the teacher answered for (`extractor label --views`), else not at all.
 """
 from __future__ import annotations
 
@@ -81,22 +81,33 @@ def choose_policy(probe: ProbeResult | None, requested: Sequence[str], bought: S
                   max_change: float) -> dict[str, str]:
     """STORED, VIEWS or OFF for each augmentation.
 
-    With --augment auto: STORED where the teacher's answer changed on fewer than ``max_change`` of the
-    probed images, else VIEWS where bought views make that change, else OFF. Without a measurement the
-    safe default: nothing with the stored answer (the student sees only pixels the teacher answered for).
-    An explicit --augment list is STORED for what it names.
+    With --augment auto, ``max_change`` is a budget of wrong targets: an augmentation used with the stored
+    answer teaches the original's answer wherever it changed the teacher's, so the probed changes of the
+    augmentations used that way add up (a union bound on the composite's). Augmentations are taken least
+    changing first while that sum stays below ``max_change``; the others reach the student only through
+    bought views that make them, else not at all. Without a measurement the safe default: nothing with
+    the stored answer (the student sees only pixels the teacher answered for). An explicit --augment list
+    is STORED for what it names.
     """
     made = {name for view in bought for name in view.augment}
-    auto = tuple(requested) == (AUTO,)
-    policy = {}
-    for name in AUGMENTATIONS:
-        if auto:
-            measured = probe is not None and probe.measured and name in probe.changed
-            stored = measured and probe.changed[name] < max_change  # type: ignore[union-attr]
-        else:
-            stored = name in requested
-        policy[name] = STORED if stored else VIEWS if name in made else OFF
-    return policy
+    if tuple(requested) == (AUTO,):
+        stored = _within_budget(probe, max_change)
+    else:
+        stored = set(requested)
+    return {name: STORED if name in stored else VIEWS if name in made else OFF for name in AUGMENTATIONS}
+
+
+def _within_budget(probe: ProbeResult | None, max_change: float) -> set[str]:
+    """The augmentations, least changing first, whose probed changes sum to less than ``max_change``."""
+    if probe is None or not probe.measured:
+        return set()
+    chosen, spent = set(), 0.0
+    for name in sorted((name for name in AUGMENTATIONS if name in probe.changed), key=probe.changed.__getitem__):
+        spent += probe.changed[name]
+        if spent >= max_change:
+            break
+        chosen.add(name)
+    return chosen
 
 
 def run_probe(store_path: Path, answers: TeacherAnswers, cfg: ProbeConfig, *, shift_frac: float, crop_scale: float,

@@ -23,7 +23,14 @@ def test_policy_keeps_what_rarely_changes_answers_buys_the_rest_through_views():
     assert choose_policy(probe, (AUTO,), [], 0.35) == {"flip": OFF, "shift": STORED, "crop": OFF}
     views = [ViewSpec(("flip", "shift"), 1)]
     assert choose_policy(probe, (AUTO,), views, 0.35) == {"flip": VIEWS, "shift": STORED, "crop": OFF}
-    assert choose_policy(probe, (AUTO,), [], 0.5) == {"flip": STORED, "shift": STORED, "crop": OFF}
+    assert choose_policy(probe, (AUTO,), [], 0.7) == {"flip": STORED, "shift": STORED, "crop": OFF}
+
+
+def test_the_changes_of_augmentations_used_with_stored_answers_add_up_to_less_than_the_budget():
+    gender = measured(flip=0.04, shift1=0.02, shift=0.08, crop=0.09)  # the dlib gender teacher on LFW faces
+    assert choose_policy(gender, (AUTO,), [], 0.1) == {"flip": STORED, "shift": OFF, "crop": OFF}
+    assert choose_policy(gender, (AUTO,), [], 0.125) == {"flip": STORED, "shift": STORED, "crop": OFF}
+    assert choose_policy(gender, (AUTO,), [], 0.04) == {"flip": OFF, "shift": OFF, "crop": OFF}
 
 
 def test_without_a_measurement_nothing_is_used_with_the_stored_answer():
