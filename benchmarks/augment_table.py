@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--student", default="resnet8")
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=None, help="[default: the student's own, as extractor train]")
     parser.add_argument("--heldout", type=float, default=0.5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--probe-only", action="store_true", help="label and probe; train nothing")
@@ -109,8 +109,8 @@ def main() -> None:
                     if not (out / "run.json").exists():
                         extractor("train", "--store", store, "--out", out, "--augment", SETTINGS[setting],
                                   "--student", args.student, "--size", args.size, "--epochs", args.epochs,
-                                  "--lr", args.lr, "--heldout", args.heldout, "--seed", seed, "--workers", 1,
-                                  "--quiet")
+                                  "--heldout", args.heldout, "--seed", seed, "--workers", 1, "--quiet",
+                                  *(["--lr", args.lr] if args.lr else []))
                     done[setting] = json.loads((out / "run.json").read_text())
                 results[(name, setting)].append(done[setting])
                 run = done[setting]
@@ -146,8 +146,9 @@ def table(results: dict[tuple[str, str], list[dict]], args: argparse.Namespace) 
         return mean_sd([100 * run["fidelity"] for run in results.get((name, setting), [])], scale=1, unit="%")
 
     lines = [f"{args.student} at {args.size} px, {args.epochs} epochs, pool of up to {args.images} images, "
-             f"{args.heldout:.0%} held out, seeds {args.seeds}; the default uses an augmentation with the stored "
-             f"answer when it changed fewer than {ProbeConfig().max_change:.0%} of the probed answers", "",
+             f"{args.heldout:.0%} held out, seeds {args.seeds}; the default uses augmentations with the stored "
+             f"answer, least changing first, while their changes sum to less than {ProbeConfig().max_change:.0%}",
+             "",
              "| pair | teacher's answer changed: flip / 1 px / shift / crop | probe's choice | all | none | "
              "probe's choice (default) |", "|---|---|---|---:|---:|---:|"]
     for name in args.pairs:

@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="class-balanced pool of CIFAR-10 train images")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--student", default="resnet8")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=None, help="[default: the student's own, as extractor train]")
     parser.add_argument("--heldout", type=float, default=0.3)
     parser.add_argument("--views", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -49,8 +49,8 @@ def main() -> None:
             out = args.out / f"views{views}-seed{seed}"
             if not (out / "run.json").exists():
                 extractor("train", "--store", store, "--out", out, "--views", views, "--student", args.student,
-                          "--epochs", args.epochs, "--lr", args.lr, "--heldout", args.heldout, "--seed", seed,
-                          "--workers", 1, "--quiet")
+                          "--epochs", args.epochs, "--heldout", args.heldout, "--seed", seed, "--workers", 1,
+                          "--quiet", *(["--lr", args.lr] if args.lr else []))
             report = extractor("report", out, "--ground-truth", "folders", "--classes", CIFAR_CLASSES)
             run = json.loads((out / "run.json").read_text())
             rows.setdefault(views, []).append({**report, "run_json": run})

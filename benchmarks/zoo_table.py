@@ -10,7 +10,7 @@ Rows: params, size on disk (the ONNX file), onnxruntime latency at batch 1, fide
 queries (answers + probe) and training minutes. Target (issue 9): >= 82% fidelity with the best student at
 <= 3 MB, from 50,000 answers at 60 epochs (a GPU's work: `--images 50000 --test-images 10000 --epochs 60`).
 
-    python benchmarks/zoo_table.py [--images 10000] [--test-images 2000] [--epochs 10] [--seeds 0]
+    python benchmarks/zoo_table.py [--images 5000] [--test-images 2000] [--epochs 12] [--seeds 0]
         [--students squeezenet1_1 mobilenet_v3_small resnet8 resnet20] [--out runs/zoo_table]
 
 Every run is skipped when its directory already holds it: a rerun only prints the table.
@@ -35,9 +35,9 @@ SIZE = {"mobilenet_v3_small": 64}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=10_000, help="train images in the pool (class-balanced)")
+    parser.add_argument("--images", type=int, default=5000, help="train images in the pool (class-balanced)")
     parser.add_argument("--test-images", type=int, default=2000, help="test images, the held-out split")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=STUDENTS)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zoo_table")
