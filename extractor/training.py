@@ -129,6 +129,12 @@ def _hint_task(cfg: TrainConfig, data: TrainData, student: torch.nn.Module) -> H
                     input_shape=(data.spec.num_channels, data.spec.size, data.spec.size))
 
 
+def cpu_threads() -> int:
+    """Every core, unless OMP_NUM_THREADS (a positive whole number) says how many to use."""
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    return int(wanted) if wanted.isdigit() and int(wanted) > 0 else os.cpu_count() or 1
+
+
 def prepare_data(cfg: TrainConfig) -> TrainData:
     """Checks the run directory, selects and combines the teachers' answers (a teacher that is a run labels
     its black box's images first, ``parents``), decodes and splits the images.
@@ -137,7 +143,7 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     box's (``TrainData.answers``), so held-out fidelity and the best checkpoint always refer to it.
     """
     _check_run_dir(cfg)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(cpu_threads())
     parents: list[tuple[ParentRun, int]] = []  # each parent and the index of its answers in ``chosen``
     with LabelStore(cfg.store) as store:
         chosen = []
