@@ -3,11 +3,10 @@
 Targets (issue #14): inserts >= 50k rows/s and reads >= 50k rows/s, export streamed in chunks (peak memory
 does not grow with the table), `store stats` under 1 s.
 
-- insert: answers committed the way a label job commits them: each teacher batch (--batch rows, default 64)
-  with its request record handed to the job's `GroupCommit`, which commits the answers every
-  `GROUP_ROWS` (4,096) of them or at the first batch 1 s after the group's first (the records
-  with them, or alone when the group is not due), then a last flush; the files are recorded
-  beforehand, untimed;
+- insert: answers committed the way a label job commits them: each teacher batch (--batch answers, default 64)
+  and its request record go to a `GroupCommit`, as in `extractor label`; it commits the record at
+  once and the answers when 65,536 are pending or a batch comes 1 s or more after the last commit,
+  then the job's last flush. The files are recorded first, untimed, as a job records its folder;
 - cache lookup: `cached_digests` over all N digests (the job's first read);
 - read: `labels()`, every answer with its file, as one DataFrame (what `train` reads);
 - export: `extractor export` to Parquet and CSV, rows/s and the peak RSS growth of the process that ran it;
@@ -46,11 +45,13 @@ def digest(index: int) -> str:
 
 
 def build(path: Path, rows: int, classes: int, batch: int) -> tuple[float, float]:
-    """Writes ``rows`` answers (and their files) in batches of ``batch``; returns the wall and CPU seconds
-    spent committing the answers."""
+    """Records ``rows`` files, as a job lists and hashes its folder first, then writes their answers in
+    batches of ``batch`` through a job's `GroupCommit`; returns the wall and CPU seconds spent committing
+    the answers (from the first batch to the last flush)."""
     rng = np.random.default_rng(0)
     with LabelStore(path) as store:
         store.register(TEACHER, {"type": "synthetic"}, classes, None, PREPROCESS, {"transform": {"size": 48}})
+        store.record_files("/images", ((f"{i:08d}.jpg", 1000, 0, digest(i)) for i in range(rows)))
         job = store.begin_job("label", "identity", TEACHER, PREPROCESS, "/images", {})
         group = GroupCommit(store, job)
         seconds = cpu = 0.0
@@ -59,9 +60,7 @@ def build(path: Path, rows: int, classes: int, batch: int) -> tuple[float, float
             soft = rng.random((count, classes), dtype=np.float32)
             soft /= soft.sum(axis=1, keepdims=True)
             labels = soft.argmax(axis=1)
-            digests = [digest(start + i) for i in range(count)]
-            store.record_files("/images", ((f"{start + i:08d}.jpg", 1000, 0, d) for i, d in enumerate(digests)))
-            answers = [LabelRow(d, int(labels[i]), "probs", soft[i]) for i, d in enumerate(digests)]
+            answers = [LabelRow(digest(start + i), int(labels[i]), "probs", soft[i]) for i in range(count)]
             records = [RequestRecord(time.time(), len(answers[o:o + batch]), len(answers[o:o + batch]), "ok", 0.01)
                        for o in range(0, count, batch)]  # one per teacher call, as the job's ledger has them
             clock, cpu_clock = time.perf_counter(), time.process_time()

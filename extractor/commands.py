@@ -188,10 +188,9 @@ def run_report(run_dir: Path, *, ground_truth: str | None, label_column: str, cl
                price_per_1000: float | None = None, peers: list[Path] | None = None) -> Result:
     import pandas as pd
 
+    from extractor.chain import CHAIN_FILE, chain_runs
     from extractor.datasets.ground_truth import from_csv, from_folders
     from extractor.report import build_report
-
-    from extractor.chain import CHAIN_FILE, chain_runs
 
     runs = chain_runs(run_dir) if (run_dir / CHAIN_FILE).exists() else [run_dir]
     if not runs or not (runs[0] / "run.json").exists():

@@ -13,7 +13,6 @@ from extractor.datasets.views import ViewSpec
 from extractor.errors import ConfigError
 from extractor.students.config import DistillConfig, HintConfig, OptimConfig, SlimmableConfig, StudentConfig
 
-
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from extractor.commands import format_label_summary, run_report, run_train
-from extractor.config import LabelConfig
+from extractor.config import LabelConfig, TrainConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.demo_assets import DEMO_SIZE, build_demo_assets
 from extractor.jobs import label_dataset
@@ -13,7 +13,6 @@ from extractor.store import LabelStore
 from extractor.students.config import OptimConfig, StudentConfig
 from extractor.teacher_source import TeacherSource
 from extractor.teachers.onnx import OnnxTeacher
-from extractor.config import TrainConfig
 
 
 def run_demo(out: Path, *, epochs: int, quiet: bool) -> Result:

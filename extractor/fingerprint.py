@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 STORE_SCHEMA = "1"  # bump when the meaning of a stored row changes
@@ -26,9 +27,15 @@ def detector_fingerprint(detector_data: dict) -> str:
 
 def cache_key(input_digest: str, teacher_fingerprint: str, preprocess_fingerprint: str) -> str:
     """The store key of one teacher answer."""
-    for name, value in (("input digest", input_digest), ("teacher fingerprint", teacher_fingerprint),
+    return cache_keys([input_digest], teacher_fingerprint, preprocess_fingerprint)[0]
+
+
+def cache_keys(input_digests: Sequence[str], teacher_fingerprint: str, preprocess_fingerprint: str) -> list[str]:
+    """The store keys of one teacher's answers under one preprocessing, one per input digest (a batch of
+    :func:`cache_key`, with the shared part encoded once)."""
+    for name, value in (("input digest", all(input_digests)), ("teacher fingerprint", teacher_fingerprint),
                         ("preprocess fingerprint", preprocess_fingerprint)):
         if not value:
             raise ValueError(f"cannot key a cache entry without a {name}")
-    text = f"{input_digest}|{teacher_fingerprint}|{preprocess_fingerprint}|{STORE_SCHEMA}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    shared = f"|{teacher_fingerprint}|{preprocess_fingerprint}|{STORE_SCHEMA}".encode()
+    return [hashlib.sha256(digest.encode() + shared).hexdigest() for digest in input_digests]

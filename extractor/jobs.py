@@ -20,7 +20,7 @@ from extractor.executors import Answered, Executor, Stream, TeacherCall, Teacher
 from extractor.face_stage import FaceStage
 from extractor.fingerprint import stable_hash
 from extractor.ledger import Ledger
-from extractor.store import Failure, LabelRow, LabelStore
+from extractor.store import Failure, GroupCommit, LabelRow, LabelStore
 from extractor.teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherOutput, TeacherUnavailable
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,9 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     Args:
         cfg: the job's configuration.
         teacher: the opaque model.
-        store: where answers, failures, request records and face detections land, one transaction
-            per answered batch.
+        store: where answers, failures, request records and face detections land: each answered batch's
+            failures and request records at once, its answers in groups (:class:`GroupCommit`, at most
+            GROUP_ROWS answers or about a second's), every group flushed before the job returns or raises.
         detector: finds faces when ``cfg.faces`` asks for them; detections are stored and reused.
         opener: opens the same teacher in another process (``cfg.executor == "ray"`` needs it).
         source: how to reach the teacher again (``TeacherSource.as_data()``), recorded with it so that
@@ -188,6 +189,7 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
         status = "stopped"
         summary.update(stopped=str(exc), pending=planned - run.labeled - run.failed)
     finally:
+        run.flush()  # every exit path: the answers of the open group were paid for
         summary["tensor_format"] = getattr(teacher, "tensor_format", None)
         result = LabelSummary(labeled=run.labeled, failed=run.failed, queries=run.queries, job_id=job_id,
                               not_images=run.not_images, seconds=time.perf_counter() - started,
@@ -217,7 +219,7 @@ def _recorded_source(store: LabelStore, fingerprint: str) -> dict:
 
 
 class _LabelRun:
-    """The pipelined part of one job: the executor decodes and asks the teacher; each answer is committed here."""
+    """The pipelined part of one job: the executor decodes and asks the teacher; answers are committed here."""
 
     def __init__(self, cfg: LabelConfig, teacher: Teacher, store: LabelStore, job_id: int, preprocess: str,
                  faces: FaceStage | None, call: TeacherCall, executor: Executor) -> None:
@@ -227,6 +229,7 @@ class _LabelRun:
         self.labeled = self.failed = self.queries = self.not_images = 0
         self.canary_checked = self.canary_changed = 0
         self.pending_failures: list[Failure] = []
+        self.group = GroupCommit(store, job_id)
         self.unit = min(cfg.batch_size, teacher.max_batch or cfg.batch_size)
         self.deferred: list[tuple[LoadRequest, str]] = []
         """Images of requests that ran out of retries, with the reason: asked once more after the others."""
@@ -255,7 +258,7 @@ class _LabelRun:
         finally:
             for request, reason in self.deferred:  # the job stopped early: failures the next run asks about
                 self._fail(request, "teacher", reason)
-            self._commit([])
+            self.flush()  # a view's pass reads the plain answers this pass stored
             bar.close()
 
     def _pass(self, requests: Iterator[LoadRequest], bar: tqdm) -> None:
@@ -295,7 +298,7 @@ class _LabelRun:
                 self._settle(answered, bar)
             except Exception as exc:  # the job is failing already; this call's own error is secondary
                 log.debug("a teacher call in flight also failed: %s", exc)
-        self._commit([])
+        self.flush()
 
     def canary(self, files: Sequence[FolderFile]) -> None:
         """Re-asks the teacher about cached images and warns if its answers changed."""
@@ -316,7 +319,7 @@ class _LabelRun:
                     self.canary_checked += 1
                     self.canary_changed += bool(changed)
         finally:
-            self._commit([])  # the ledger rows of a failed call too
+            self.flush()  # the ledger rows of a failed call too
         if self.canary_changed:
             log.warning("canary: the teacher now answers differently for %d of %d cached images; its model may "
                         "have changed behind the same fingerprint", self.canary_changed, self.canary_checked)
@@ -377,15 +380,20 @@ class _LabelRun:
         self.pending_failures.append(Failure(str(request.path), request.digest, stage, reason))
         log.debug("skipped %s: %s", request.path, reason)
 
+    def flush(self) -> None:
+        """Commits everything held: the open group's answers, failures and ledger records."""
+        self._commit([])
+        self.group.flush()
+
     def _commit(self, rows: list[LabelRow]) -> None:
-        """Stores answered rows with the failures, ledger records and face detections since the last commit."""
+        """Hands answered rows to the group commit, and commits the failures, ledger records and face detections
+        since the last call."""
         failures, self.pending_failures = self.pending_failures, []
         requests = self.ledger.drain()
         detections = self.faces.take_detections() if self.faces is not None else []
         if detections:
             self.store.put_detections(self.faces.fingerprint, detections)
-        if rows or failures or requests:
-            self.store.commit_batch(self.job_id, self.teacher.fingerprint, self.preprocess, rows, failures, requests)
+        self.group.add(self.teacher.fingerprint, self.preprocess, rows, failures, requests)
 
 
 def _rows(sent: list[LoadRequest], output: TeacherOutput) -> list[LabelRow]:

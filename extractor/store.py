@@ -5,29 +5,34 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from extractor.errors import CacheError
-from extractor.fingerprint import STORE_SCHEMA, cache_key
+from extractor.fingerprint import STORE_SCHEMA, cache_keys
 from extractor.ledger import RequestRecord
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_SCHEMA = """
+_LABEL_FIELDS = """
+    key TEXT NOT NULL PRIMARY KEY, digest TEXT NOT NULL, teacher TEXT NOT NULL, preprocess TEXT NOT NULL,
+    label INTEGER NOT NULL, kind TEXT NOT NULL, soft BLOB, num_classes INTEGER,
+    job_id INTEGER, created REAL NOT NULL"""
+# A rowid table: answers are appended in the order they come and only the key index takes random writes.
+# (A WITHOUT ROWID table, layout 2, keeps whole rows in key order, interior pages included: a random insert
+# rewrote about 2.5x the bytes.)
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS teachers (
     fingerprint TEXT PRIMARY KEY, description TEXT NOT NULL, num_classes INTEGER,
     class_names TEXT, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS preprocessings (
     fingerprint TEXT PRIMARY KEY, spec TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS labels (
-    key TEXT PRIMARY KEY, digest TEXT NOT NULL, teacher TEXT NOT NULL, preprocess TEXT NOT NULL,
-    label INTEGER NOT NULL, kind TEXT NOT NULL, soft BLOB, num_classes INTEGER,
-    job_id INTEGER, created REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS labels ({_LABEL_FIELDS});
 CREATE TABLE IF NOT EXISTS files (
     root TEXT NOT NULL, relative_path TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, seen REAL NOT NULL, PRIMARY KEY (root, relative_path)) WITHOUT ROWID;
@@ -47,12 +52,20 @@ CREATE TABLE IF NOT EXISTS detections (
     digest TEXT NOT NULL, detector TEXT NOT NULL, detection TEXT, created REAL NOT NULL,
     PRIMARY KEY (digest, detector)) WITHOUT ROWID;
 """
-_LAYOUT = "2"
-"""The physical layout (indexes, counters). Unlike STORE_SCHEMA, which is part of every cache key, a new
-layout migrates a store in place when it is opened, and older extractors still read and write it (they
-re-create their own indexes; the triggers keep the counters right whoever writes)."""
+_LAYOUT = "3"
+"""The physical layout (table kinds, indexes, counters). Unlike STORE_SCHEMA, which is part of every cache key,
+a new layout migrates a store in place when it is opened, and older extractors still read and write it. Answers
+are counted by :meth:`LabelStore.commit_batch`, one update per batch (a trigger cost ~7 us per row); a layout-2
+extractor that opens the store puts its counting trigger back and recounts, and this one drops the trigger and
+recounts when it next opens the store. An extractor older than layout 2 leaves the counts short."""
+_REBUILD_LABELS = f"""
+CREATE TABLE labels_appended ({_LABEL_FIELDS});
+INSERT INTO labels_appended SELECT * FROM labels;
+DROP TABLE labels;
+ALTER TABLE labels_appended RENAME TO labels;
+"""
+"""Layout 2 to 3: the labels as a rowid table (their triggers go with the old table)."""
 _LAYOUT_SCRIPT = """
-BEGIN IMMEDIATE;
 DROP INDEX IF EXISTS labels_by_source;
 DROP INDEX IF EXISTS files_by_digest;
 CREATE INDEX IF NOT EXISTS files_by_content ON files (digest, relative_path, root);
@@ -63,10 +76,7 @@ DELETE FROM label_counts;
 INSERT INTO label_counts SELECT teacher, preprocess, kind, COUNT(*) FROM labels GROUP BY teacher, preprocess, kind;
 CREATE TABLE IF NOT EXISTS row_counts (name TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR REPLACE INTO row_counts VALUES ('files', (SELECT COUNT(*) FROM files));
-CREATE TRIGGER IF NOT EXISTS labels_counted AFTER INSERT ON labels BEGIN
-    INSERT INTO label_counts VALUES (NEW.teacher, NEW.preprocess, NEW.kind, 1)
-    ON CONFLICT (teacher, preprocess, kind) DO UPDATE SET answers = answers + 1;
-END;
+DROP TRIGGER IF EXISTS labels_counted;
 CREATE TRIGGER IF NOT EXISTS labels_uncounted AFTER DELETE ON labels BEGIN
     UPDATE label_counts SET answers = answers - 1
     WHERE teacher = OLD.teacher AND preprocess = OLD.preprocess AND kind = OLD.kind;
@@ -77,9 +87,15 @@ END;
 CREATE TRIGGER IF NOT EXISTS files_uncounted AFTER DELETE ON files BEGIN
     UPDATE row_counts SET count = count - 1 WHERE name = 'files';
 END;
-INSERT OR REPLACE INTO meta VALUES ('layout', '2');
-COMMIT;
+INSERT OR REPLACE INTO meta VALUES ('layout', '3');
 """
+_CHECKPOINT_PAGES = 16_384  # 64 MiB of 4 KiB pages
+GROUP_ROWS = 65_536
+"""Answers a label job commits in one transaction, at most: the most that a kill -9 of the job loses. At 1M
+answers a group of 64k writes about a third of a key-index page per answer; one of 4k, nearly a whole page."""
+GROUP_WAIT_S = 1.0
+"""Seconds after a commit at which a label job's next answered batch is committed with those pending: a kill
+loses at most about the last second of answers."""
 _LOOKUP_CHUNK = 900  # stays under SQLite's default limit of bound parameters
 _EXPORT_CHUNK = 100_000  # rows per chunk of a streamed read: memory stays flat whatever the table's size
 
@@ -107,9 +123,9 @@ class Failure:
 class LabelStore:
     """A persistent, content-addressed cache of teacher answers.
 
-    Writes are grouped: call :meth:`commit_batch` once per answered batch, so a crash loses
-    at most the batch in flight. Safe to open from one thread; readers in other processes are
-    fine (WAL).
+    Writes are grouped: :meth:`commit_batch` writes rows in one transaction, and a label job commits
+    through a :class:`GroupCommit`, so a crash loses at most its open group. Safe to open from one
+    thread; readers in other processes are fine (WAL).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -122,6 +138,10 @@ class LabelStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the key indexes of a 1M-answer store
+            # Checkpoints (each syncs the WAL and the file) every 64 MiB of WAL rather than 4 MiB: a page that
+            # several commits changed is copied once. A kill loses nothing committed; a power cut may lose
+            # what was committed since the last checkpoint (synchronous=NORMAL).
+            self.db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
             self.db.executescript(_SCHEMA)
             self._check_schema()
             self._check_layout()
@@ -145,10 +165,13 @@ class LabelStore:
             raise CacheError(f"{self.path} has store schema {row[0]}; this extractor reads schema {STORE_SCHEMA}")
 
     def _check_layout(self) -> None:
-        """Brings an older store's indexes and counters to this layout, once (seconds at a million answers)."""
+        """Brings an older store's tables, indexes and counters to this layout, once (a layout-2 store's labels
+        are copied into a rowid table: about 10 s at a million answers)."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
         if row is None or row[0] != _LAYOUT:
-            self.db.executescript(_LAYOUT_SCRIPT)
+            (labels,) = self.db.execute("SELECT sql FROM sqlite_master WHERE name = 'labels'").fetchone()
+            rebuild = _REBUILD_LABELS if "WITHOUT ROWID" in labels.upper() else ""
+            self.db.executescript(f"BEGIN IMMEDIATE; {rebuild} {_LAYOUT_SCRIPT} COMMIT;")
 
     # -- teachers, preprocessing, files -------------------------------------------------
 
@@ -200,7 +223,8 @@ class LabelStore:
     def cached_digests(self, teacher: str, preprocess: str, digests: Iterable[str]) -> set[str]:
         """The subset of ``digests`` that already has an answer for this teacher and preprocessing."""
         found: set[str] = set()
-        keys = {cache_key(digest, teacher, preprocess): digest for digest in digests}
+        digests = list(digests)
+        keys = dict(zip(cache_keys(digests, teacher, preprocess), digests))
         for chunk in _chunks(list(keys)):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(f"SELECT key FROM labels WHERE key IN ({marks})", chunk)
@@ -209,19 +233,29 @@ class LabelStore:
 
     def commit_batch(self, job_id: int, teacher: str, preprocess: str, rows: Sequence[LabelRow],
                      failures: Sequence[Failure] = (), requests: Sequence[RequestRecord] = ()) -> None:
-        """Writes one answered batch, its failures and its ledger rows in one transaction."""
+        """Writes answers, failures and ledger rows in one transaction, and counts the new answers."""
         now = time.time()
+        by_kind: dict[str, list[tuple]] = {}
+        for key, row in zip(cache_keys([row.digest for row in rows], teacher, preprocess), rows):
+            soft = None if row.soft is None else np.asarray(row.soft, np.float32)
+            by_kind.setdefault(row.kind, []).append((key, row.digest, teacher, preprocess, int(row.label), row.kind,
+                                                     None if soft is None else soft.tobytes(),
+                                                     None if soft is None else len(soft), job_id, now))
         with self._transaction():
-            self.db.executemany(
-                "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((cache_key(row.digest, teacher, preprocess), row.digest, teacher, preprocess, int(row.label),
-                  row.kind, None if row.soft is None else np.asarray(row.soft, np.float32).tobytes(),
-                  None if row.soft is None else len(row.soft), job_id, now) for row in rows))
+            for kind, values in by_kind.items():
+                values.sort(key=itemgetter(0))  # in key order, the index takes them leaf after leaf
+                added = self.db.executemany("INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                            values).rowcount  # answers already stored are not counted again
+                self.db.execute("INSERT INTO label_counts VALUES (?, ?, ?, ?) ON CONFLICT (teacher, preprocess, "
+                                "kind) DO UPDATE SET answers = answers + excluded.answers",
+                                (teacher, preprocess, kind, added))
             self.db.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
                                 ((job_id, f.path, f.digest, f.stage, f.reason, now) for f in failures))
             self._insert_requests(job_id, requests)
 
     def _insert_requests(self, job_id: int, requests: Sequence[RequestRecord]) -> None:
+        if not requests:
+            return
         identity = self.db.execute("SELECT identity FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
         self.db.executemany(
             "INSERT INTO requests (job_id, identity, time, images, images_sent, status, latency_s, retries, error)"
@@ -379,6 +413,51 @@ class _Transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
+class GroupCommit:
+    """A job's answered batches, committed several at a time (group commit).
+
+    Each batch's failures and request records are committed with it (the ledger never forgets a paid
+    request); its answers wait in memory until ``rows`` are pending, until a batch arrives ``wait_s`` or
+    more after the last commit, or until :meth:`flush`. A kill loses the answers not committed: those of
+    the last ``wait_s`` of answering, at most ``rows``, paid for and asked about again by the next run. A
+    job slower than a batch every ``wait_s`` commits each batch as it comes.
+
+    Args:
+        store: where the answers go.
+        job_id: the job they belong to.
+        rows: pending answers that make a commit due (the most a kill loses).
+        wait_s: time since the last commit that makes the next batch's commit due.
+    """
+
+    def __init__(self, store: LabelStore, job_id: int, rows: int = GROUP_ROWS, wait_s: float = GROUP_WAIT_S) -> None:
+        self.store, self.job_id, self.rows, self.wait_s = store, job_id, rows, wait_s
+        self._source: tuple[str, str] | None = None  # (teacher, preprocess) of the pending answers
+        self._answers: list[LabelRow] = []
+        self._committed = float("-inf")  # time.monotonic() of the last commit of answers
+
+    def add(self, teacher: str, preprocess: str, rows: Sequence[LabelRow], failures: Sequence[Failure] = (),
+            requests: Sequence[RequestRecord] = ()) -> None:
+        """Takes one answered batch; commits the answers when due, else only the failures and records."""
+        if rows and self._source not in (None, (teacher, preprocess)):
+            self.flush()  # a transaction holds the answers of one teacher and preprocessing
+        if rows:
+            self._source = (teacher, preprocess)
+            self._answers += rows
+        if self._answers and (len(self._answers) >= self.rows or time.monotonic() - self._committed >= self.wait_s):
+            self._commit(failures, requests)
+        elif failures or requests:
+            self.store.commit_batch(self.job_id, teacher, preprocess, (), failures, requests)
+
+    def flush(self) -> None:
+        """Commits the pending answers, if any."""
+        if self._answers:
+            self._commit()
+
+    def _commit(self, failures: Sequence[Failure] = (), requests: Sequence[RequestRecord] = ()) -> None:
+        self.store.commit_batch(self.job_id, *self._source, self._answers, failures, requests)
+        self._source, self._answers, self._committed = None, [], time.monotonic()
+
+
 LABEL_COLUMNS: tuple[str, ...] = ("digest", "teacher", "preprocess", "label", "kind", "soft", "created", "root",
                                   "relative_path")
 # The first path seen for each content, from one search of the (digest, relative_path, root) index per answer:
@@ -395,7 +474,7 @@ def _labels_query(teacher: str | None, preprocess: str | None,
     """The labels query with its filters. Contents of one teacher and preprocessing are found by their keys
     (the primary key); the table has no index by content alone, which would slow every insert."""
     if digests is not None and teacher and preprocess:
-        keys = [cache_key(digest, teacher, preprocess) for digest in digests]
+        keys = cache_keys(digests, teacher, preprocess)
         return _LABELS_QUERY + f" WHERE l.key IN ({','.join('?' * len(keys))})", keys
     where, params = _where(teacher=teacher, preprocess=preprocess)
     if digests is not None:

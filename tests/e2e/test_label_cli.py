@@ -66,9 +66,13 @@ def test_kill_minus_nine_mid_job_then_resume_loses_and_duplicates_nothing(tmp_pa
     finally:
         if job.poll() is None:
             job.kill()
-    assert done < 1500, "the job finished before it could be killed; make the folder larger"
+    with sqlite3.connect(store) as db:
+        kept, sent = db.execute("SELECT (SELECT COUNT(*) FROM labels), "
+                                "(SELECT SUM(images_sent) FROM requests)").fetchone()
+    assert kept < 1500, "the job finished before it could be killed; make the folder larger"
+    assert done <= kept <= sent  # committed groups stay; every paid request is on the ledger, lost answers too
     resumed = extractor_json(*label_args(tmp_path / "faces", store))
-    assert resumed["cached"] >= done and resumed["cached"] + resumed["labeled"] == 1500
+    assert (resumed["cached"], resumed["labeled"]) == (kept, 1500 - kept)
     with sqlite3.connect(store) as db:
         rows, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT digest) FROM labels").fetchone()
         statuses = [status for (status,) in db.execute("SELECT status FROM jobs ORDER BY id")]
@@ -87,15 +91,18 @@ def test_bad_input_is_one_line_error_exit_1(tmp_path):
 
 
 def wait_for_rows(store, minimum: int, timeout_s: float) -> int:
+    """Waits until a job's ledger shows ``minimum`` images sent (each request's record is committed at once,
+    answers in groups), and returns the answers stored then."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if store.exists():
             try:
                 with sqlite3.connect(store, timeout=1) as db:
-                    count = db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
-                if count >= minimum:
-                    return count
+                    sent, answers = db.execute("SELECT (SELECT COALESCE(SUM(images_sent), 0) FROM requests), "
+                                               "(SELECT COUNT(*) FROM labels)").fetchone()
+                if sent >= minimum:
+                    return answers
             except sqlite3.OperationalError:
                 pass
         time.sleep(0.05)
-    raise AssertionError(f"fewer than {minimum} labels appeared in {timeout_s} s")
+    raise AssertionError(f"fewer than {minimum} images were sent in {timeout_s} s")

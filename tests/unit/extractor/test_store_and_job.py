@@ -1,3 +1,6 @@
+import multiprocessing
+import os
+import signal
 import sqlite3
 
 import numpy as np
@@ -7,7 +10,8 @@ from extractor.config import LabelConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import CacheError
 from extractor.jobs import label_dataset
-from extractor.store import LabelStore
+from extractor.ledger import RequestRecord
+from extractor.store import GroupCommit, LabelRow, LabelStore
 from extractor.teachers.onnx import OnnxTeacher
 from tests.images import broken_files, other_files, random_image, write_jpegs
 from tests.models import linear_classifier
@@ -25,6 +29,22 @@ class CountingTeacher:
     def predict(self, batch):
         self.images_seen += len(batch)
         return self.inner.predict(batch)
+
+
+class FailingTeacher(CountingTeacher):
+    """Answers ``calls`` requests, then fails the next one: raises ``error``, or is killed (-9) when None."""
+
+    def __init__(self, path, calls, error=None):
+        super().__init__(path)
+        self.calls, self.error = calls, error
+
+    def predict(self, batch):
+        if self.calls == 0:
+            if self.error is None:
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise self.error
+        self.calls -= 1
+        return super().predict(batch)
 
 
 @pytest.fixture
@@ -119,3 +139,65 @@ def test_a_file_that_breaks_the_decoder_fails_alone(setup):
         reasons = store.failures(summary.job_id)["reason"].tolist()
     assert (summary.images, summary.labeled, summary.failed, summary.skipped) == (15, 11, 4, 0)
     assert all(reason and "\n" not in reason for reason in reasons), reasons
+
+
+def stored(path):
+    """(answers, images sent by the ledger, job statuses) as another process reads them: what is committed."""
+    with sqlite3.connect(path) as db:
+        answers = db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+        sent = db.execute("SELECT COALESCE(SUM(images_sent), 0) FROM requests").fetchone()[0]
+        statuses = [status for (status,) in db.execute("SELECT status FROM jobs ORDER BY id")]
+    return answers, sent, statuses
+
+
+def test_a_group_commits_its_answers_when_due_and_its_ledger_rows_at_once(tmp_path):
+    path = tmp_path / "labels.db"
+    answers = [LabelRow(f"{i:064x}", 0, "probs", np.zeros(3, np.float32)) for i in range(16)]
+    record = RequestRecord(0.0, 4, 4, "ok", 0.01)
+    with LabelStore(path) as store:
+        job = store.begin_job("label", "identity", "t" * 64, "p" * 64, "/r", {})
+        group = GroupCommit(store, job, rows=8, wait_s=3600)
+        group.add("t" * 64, "p" * 64, answers[:4], requests=[record])
+        assert stored(path)[:2] == (4, 4)  # no commit for an hour: the first batch goes at once
+        group.add("t" * 64, "p" * 64, answers[4:8], requests=[record])
+        assert stored(path)[:2] == (4, 8)  # the paid request is on record; its answers wait
+        group.add("t" * 64, "p" * 64, answers[8:12])
+        assert stored(path)[:2] == (12, 8)  # 8 answers pending: due
+        group.add("t" * 64, "p" * 64, answers[12:14])
+        group.add("t" * 64, "q" * 64, answers[14:])  # another preprocessing: the pending answers go alone
+        assert stored(path)[0] == 14
+        group.flush()
+        assert stored(path)[0] == 16 and store.label_sources() == [("t" * 64, "p" * 64, 14), ("t" * 64, "q" * 64, 2)]
+        every = GroupCommit(store, job, rows=1000, wait_s=0.0)  # each batch comes long enough after the last commit
+        every.add("t" * 64, "r" * 64, answers[:2])
+        every.add("t" * 64, "r" * 64, answers[2:4])
+        assert stored(path)[0] == 20
+
+
+def test_a_failing_job_stores_every_answer_it_got(setup):
+    cfg, _ = setup
+    teacher = FailingTeacher(cfg.store.parent / "t.onnx", calls=2, error=RuntimeError("the teacher broke"))
+    with LabelStore(cfg.store) as store, pytest.raises(RuntimeError, match="the teacher broke"):
+        label_dataset(cfg, teacher, store)
+    assert stored(cfg.store) == (8, 10, ["failed"])  # 2 answered batches of 4; the third (2 images) failed
+
+
+def _killed_job(cfg):
+    teacher = FailingTeacher(cfg.store.parent / "t.onnx", calls=2)  # killed (-9) at its third request
+    with LabelStore(cfg.store) as store:
+        label_dataset(cfg, teacher, store)
+
+
+def test_a_killed_job_loses_at_most_its_open_group_and_a_rerun_finishes(setup):
+    cfg, teacher = setup
+    job = multiprocessing.get_context("spawn").Process(target=_killed_job, args=(cfg,))
+    job.start()
+    job.join(timeout=120)
+    assert job.exitcode == -signal.SIGKILL
+    answers, sent, statuses = stored(cfg.store)
+    # The first request is on record though its answers were not due; the second may still have been in flight.
+    assert answers <= sent and sent in (4, 8) and statuses == ["running"]
+    with LabelStore(cfg.store) as store:
+        rerun = label_dataset(cfg, teacher, store)
+    assert (rerun.cached, rerun.labeled) == (answers, 10 - answers)
+    assert stored(cfg.store) == (10, sent + 10 - answers, ["running", "done"])

@@ -1,4 +1,4 @@
-"""The store's layout at scale: counters kept by triggers, an older store migrated in place, streamed export."""
+"""The store's layout at scale: counters kept per batch, older stores migrated in place, streamed export."""
 import sqlite3
 
 import numpy as np
@@ -23,6 +23,16 @@ CREATE TABLE files (
     root TEXT NOT NULL, relative_path TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, seen REAL NOT NULL, PRIMARY KEY (root, relative_path)) WITHOUT ROWID;
 CREATE INDEX files_by_digest ON files (digest);
+"""
+
+# What a layout-2 extractor does to a store of another layout when it opens it (its counting part), before
+# it writes plain rows.
+LAYOUT_2_OPENS = """
+CREATE TRIGGER IF NOT EXISTS labels_counted AFTER INSERT ON labels BEGIN
+    INSERT INTO label_counts VALUES (NEW.teacher, NEW.preprocess, NEW.kind, 1)
+    ON CONFLICT (teacher, preprocess, kind) DO UPDATE SET answers = answers + 1;
+END;
+INSERT OR REPLACE INTO meta VALUES ('layout', '2');
 """
 
 
@@ -55,22 +65,27 @@ def test_an_older_store_is_migrated_in_place_and_keeps_its_answers(tmp_path):
         assert store.cached_digests(TEACHER, PREPROCESS, [f"{i:064x}" for i in range(7)]) == \
             {f"{i:064x}" for i in range(5)}
     with sqlite3.connect(path) as db:
-        indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert "labels_by_source" not in indexes and "files_by_content" in indexes
-        assert db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone() == ("2",)
+        schema = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL"))
+        assert "labels_by_source" not in schema and "files_by_content" in schema
+        assert "WITHOUT ROWID" not in schema["labels"] and "labels_counted" not in schema  # appended, counted per batch
+        assert db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone() == ("3",)
+        assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (5,)
 
 
-def test_counters_stay_right_whoever_writes(tmp_path):
+def test_counters_stay_right_across_extractor_versions(tmp_path):
     path = filled(tmp_path / "labels.db", 10)
-    with sqlite3.connect(path) as db:  # an older extractor writes plain rows: the triggers count them
+    with sqlite3.connect(path) as db:  # a layout-2 extractor opens the store and writes plain rows
+        db.executescript(LAYOUT_2_OPENS)
         db.execute("INSERT INTO labels VALUES (?, ?, ?, ?, 0, 'label', NULL, NULL, 1, 0.0)",
                    (cache_key("e" * 64, TEACHER, "q" * 64), "e" * 64, TEACHER, "q" * 64))
         db.execute("INSERT INTO files VALUES ('/s', 'x.jpg', ?, 1, 0, 0.0)", ("e" * 64,))
-    with LabelStore(path) as store:
+    with LabelStore(path) as store:  # drops the trigger again: one count per batch, never two
         store.commit_batch(1, TEACHER, PREPROCESS, answers(4, start=8))  # 2 new, 2 already there: ignored
+        store.commit_batch(1, TEACHER, PREPROCESS, answers(2, start=20) + answers(2, start=30, kind="logits"))
         stats = store.stats()
-    assert (stats["labels"], stats["images"], stats["files"]) == (13, 13, 11)
-    assert sorted((row["kind"], row["labels"]) for row in stats["by_teacher"]) == [("label", 1), ("probs", 12)]
+    assert (stats["labels"], stats["images"], stats["files"]) == (17, 17, 11)
+    assert sorted((row["kind"], row["labels"]) for row in stats["by_teacher"]) == \
+        [("label", 1), ("logits", 2), ("probs", 14)]
 
 
 def test_export_streams_chunks_and_round_trips(tmp_path):
