@@ -51,8 +51,9 @@ def main() -> None:
                     out = args.out / f"{name}-{target}-{split}-seed{seed}"
                     extra = ["--split-by", LABELS, "person"] if split == "people" else []
                     if not (out / "run.json").exists():
-                        extractor("train", "--store", store, "--out", out, "--targets", target, "--seed", seed,
-                                  "--epochs", args.epochs, "--size", args.size, *extra)
+                        extractor("train", "--store", store, "--out", out, "--student", "squeezenet1_1",
+                                  "--targets", target, "--seed", seed, "--epochs", args.epochs, "--size", args.size,
+                                  *extra)
                     report = extractor("report", out, *(GENDER_TRUTH if name == "gender" else []))
                     run = json.loads((out / "run.json").read_text())
                     rows.setdefault((name, target, split), []).append((report, run))
