@@ -16,7 +16,10 @@ teacher_gender_dlib labels the 6,049 LFW faces (centre crop 0.4, 32 px RGB), and
 distils from it (10% held out by content); accuracy is against labels.csv.
 
     python benchmarks/chain_table.py [--images 5000] [--test-images 1000] [--epochs 15] [--seeds 0 1 2]
-        [--stop-drop 10] [--out runs/chain_table]
+        [--stop-drop 10] [--teacher ONNX] [--skip-lfw] [--out runs/chain_table]
+
+`--teacher` replaces the shared CIFAR black box with a stronger one normalised like it, e.g. a ResNet-20
+trained on the train labels by `cifar_teacher.py` (give it its own `--out`).
 
 Every run is skipped when its directory already holds it: a rerun only prints the tables.
 """
@@ -56,7 +59,7 @@ extractor = partial(cli_runs.extractor, nice=True)
 
 def cifar(args: argparse.Namespace) -> tuple[str, str]:
     """Runs the CIFAR-10 experiments; returns the teacher-assistant table and seed 0's chain table."""
-    _, split_csv, store = label_cifar_split(args.out, args.images, args.test_images, nice=True)
+    _, split_csv, store = label_cifar_split(args.out, args.images, args.test_images, teacher=args.teacher, nice=True)
     common = ["--store", store, "--epochs", args.epochs, "--split-by", split_csv, "split", "--heldout", HELDOUT,
               "--augment", AUGMENT, "--quiet"]
     truth = ["--ground-truth", "folders", "--classes", CIFAR_CLASSES]
@@ -85,7 +88,7 @@ def cifar(args: argparse.Namespace) -> tuple[str, str]:
         print(f"seed {seed}: TA student {rows['ta_student'][-1]['fidelity']:.3f}, direct "
               f"{rows['direct'][-1]['fidelity']:.3f}, hard {rows['hard'][-1]['fidelity']:.3f}", flush=True)
     teacher = chain_report["teacher"]
-    lines = [f"CIFAR-10: black box teacher_cifar10_winml ({teacher['size_mb']:.2f} MB, {teacher['params']:,} params, "
+    lines = [f"CIFAR-10: black box {args.teacher.stem} ({teacher['size_mb']:.2f} MB, {teacher['params']:,} params, "
              f"{100 * teacher['accuracy']:.1f}% accurate on these test images); pool {args.images} train images, "
              f"held out {chain_report['eval_images']} test images; {args.epochs} epochs per student, 32 px, "
              f"{AUGMENT}; seeds {args.seeds} (mean ± sd); 2-core CPU shared with other jobs",
@@ -103,7 +106,7 @@ def cifar(args: argparse.Namespace) -> tuple[str, str]:
                      f"{mean_sd(accuracy, scale=1)} | "
                      f"{statistics.mean(r['train_minutes'] for r in group):.1f} |")
     lines += ["", f"anchor: {TAKD_ANCHOR}"]
-    return "\n".join(lines), chain_table("CIFAR-10, teacher_cifar10_winml", chain_report, args)
+    return "\n".join(lines), chain_table(f"CIFAR-10, {args.teacher.stem}", chain_report, args)
 
 
 def lfw(args: argparse.Namespace) -> str:
@@ -147,10 +150,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="epochs per student")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--stop-drop", type=float, default=10.0, help="chain stop rule, fidelity points")
+    parser.add_argument("--teacher", type=Path, default=CIFAR_TEACHER,
+                        help="the CIFAR black box: the shared one, or one from cifar_teacher.py")
     parser.add_argument("--skip-lfw", action="store_true", help="CIFAR only")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "chain_table")
     args = parser.parse_args()
-    for path in (CIFAR_TEACHER, GENDER, IMAGES):
+    for path in (args.teacher, GENDER, IMAGES):
         if not path.exists():
             raise SystemExit(f"{path} is absent: this benchmark needs the shared real pairs")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,10 @@ def extractor(*args: object, nice: bool = False) -> dict:
     return json.loads(run_cli(*args, "--json", nice=nice))
 
 
-def label_cifar_split(out: Path, train: int, test: int, *, nice: bool = False) -> tuple[Path, Path, Path]:
-    """The CIFAR teacher labels ``cifar_pool(out / "cifar-TRAIN-TEST", train, test)`` into a store beside it.
+def label_cifar_split(out: Path, train: int, test: int, *, teacher: Path = CIFAR_TEACHER,
+                      nice: bool = False) -> tuple[Path, Path, Path]:
+    """``teacher`` (the shared CIFAR teacher, or one normalised like it) labels
+    ``cifar_pool(out / "cifar-TRAIN-TEST", train, test)`` into a store beside it.
 
     Returns:
         The pool folder, its split CSV (for `--split-by CSV split`) and the store.
@@ -45,7 +47,7 @@ def label_cifar_split(out: Path, train: int, test: int, *, nice: bool = False) -
     pool = out / f"cifar-{train}-{test}"
     split_csv = cifar_pool(pool, train, test)
     store = out / f"{pool.name}.db"
-    extractor("label", "--teacher", CIFAR_TEACHER, "--images", pool, "--store", store, *CIFAR_FLAGS, "--quiet",
+    extractor("label", "--teacher", teacher, "--images", pool, "--store", store, *CIFAR_FLAGS, "--quiet",
               nice=nice)
     return pool, split_csv, store
 

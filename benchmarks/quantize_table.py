@@ -11,7 +11,7 @@ then, for each seed, `extractor quantize` derives:
 - binary / ternary, distilled: the fp32 weights, then `--epochs` of CE(teacher label) + KL to the
   stored soft answers + KL to the fp32 parent (the default);
 - binary / ternary, `--no-distill`: the seed's "conventional" baseline, random init, teacher hard
-  labels only, for `--baseline-epochs` (default: the same epochs);
+  labels only, for each epoch count in `--baseline-epochs` (default: the same epochs);
 - binary / ternary, fp32 init + hard labels only (library call): separates the fp32 initialisation
   from the distillation;
 - int8 (post-training static quantization of the fp32 ONNX file).
@@ -21,12 +21,12 @@ measured on the held-out test images through each variant's ONNX file; latency i
 on this machine; size is student.onnx (fp32, int8) or student.packed (binary, ternary).
 
     python benchmarks/quantize_table.py [--images 5000] [--test-images 2000] [--student resnet8]
-        [--fp32-epochs 12] [--epochs 4] [--baseline-epochs 4] [--seeds 0] [--out runs/quantize_table]
+        [--fp32-epochs 12] [--epochs 4] [--baseline-epochs 4 [30 ...]] [--seeds 0] [--out runs/quantize_table]
 
 The seed's own protocol (all 50k images, 4 epochs distilled vs 30 conventional, 3 seeds, ResNet-20):
 
     python benchmarks/quantize_table.py --images 50000 --test-images 10000 --student resnet20 \\
-        --fp32-epochs 60 --epochs 4 --baseline-epochs 30 --seeds 0 1 2
+        --fp32-epochs 60 --epochs 4 --baseline-epochs 4 30 --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -63,11 +63,12 @@ def main() -> None:
     parser.add_argument("--student", default="resnet8")
     parser.add_argument("--fp32-epochs", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=4, help="epochs of the distilled binary/ternary variants")
-    parser.add_argument("--baseline-epochs", type=int, default=None, help="epochs of --no-distill [--epochs]")
+    parser.add_argument("--baseline-epochs", type=int, nargs="+", default=None,
+                        help="epoch counts of --no-distill, one run each [--epochs]")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quantize_table")
     args = parser.parse_args()
-    baseline_epochs = args.baseline_epochs or args.epochs
+    baseline_epochs = args.baseline_epochs or [args.epochs]
     if not CIFAR_TEACHER.exists():
         raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -84,8 +85,9 @@ def main() -> None:
     for seed in args.seeds:
         for bits in (1, 2):
             kind = "binary" if bits == 1 else "ternary"
-            for name, epochs, extra in ((kind, args.epochs, []),
-                                        (f"{kind}-nodistill", baseline_epochs, ["--no-distill"])):
+            plans = [(kind, args.epochs, [])] + [(f"{kind}-nodistill", epochs, ["--no-distill"])
+                                                 for epochs in baseline_epochs]
+            for name, epochs, extra in plans:
                 out = run / f"{name}-e{epochs}-seed{seed}"
                 if not (out / "run.json").exists():
                     extractor("quantize", run, "--bits", bits, "--out", out, "--epochs", epochs, "--seed", seed,
@@ -97,7 +99,7 @@ def main() -> None:
     print(table(run, report, args, baseline_epochs))
 
 
-def table(run_dir: Path, report: dict, args: argparse.Namespace, baseline_epochs: int) -> str:
+def table(run_dir: Path, report: dict, args: argparse.Namespace, baseline_epochs: list[int]) -> str:
     run = json.loads((run_dir / "run.json").read_text())
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)  # seeds of one variant and epoch count
     for row in report["variants"]:
@@ -112,7 +114,7 @@ def table(run_dir: Path, report: dict, args: argparse.Namespace, baseline_epochs
               "binary-nodistill-fp32init": "binary, fp32 init, labels only"}
     lines = [(f"CIFAR-10 teacher -> {args.student}, {run['train_images']} train images (pool), held out: the "
               f"{run['heldout_images']} CIFAR test images; fp32 {run['epochs']} epochs; variants: distilled "
-              f"{args.epochs} epochs, no distill {baseline_epochs}; seeds {args.seeds}; 2-core CPU"),
+              f"{args.epochs} epochs, no distill {'/'.join(map(str, baseline_epochs))}; seeds {args.seeds}; 2-core CPU"),
              f"teacher accuracy on these test images: {100 * report['teacher']['accuracy']:.1f}%", "",
              ("| variant | bits w/a | epochs | size (bytes) | fidelity % | agreement with fp32 % | accuracy % "
               "| latency b1 (ms) | train min |"), "|---|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -124,6 +124,15 @@ class SlimmableNet(nn.Module):
         self.widths = tuple(sorted(widths, reverse=True))
         self.width = self.widths[0]
 
+    def _add_head(self, channels: int, num_classes: int) -> None:
+        """Ends the network with global average pooling and a slimmable linear layer on ``channels``
+        features, then gives every convolution He (fan-out) initialisation, as the zoo's networks do."""
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = SlimmableLinear(channels, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
     def set_width(self, width: float) -> None:
         """Runs every slimmable layer at ``width`` from now on.
 
@@ -239,11 +248,7 @@ class SlimmableCifarResNet(SlimmableNet):
                                                   self.widths))
                 channels = out_channels
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = SlimmableLinear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        self._add_head(channels, num_classes)
         for block in self.features:
             for norm in block.bn2.norms:
                 init.zeros_(norm.weight)  # each block starts as identity at every width, as in the zoo
@@ -282,11 +287,7 @@ class SlimmableMobileNetV1(SlimmableNet):
                        SwitchableBatchNorm2d(out_channels, self.widths), nn.ReLU(inplace=True)]
             channels = out_channels
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = SlimmableLinear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        self._add_head(channels, num_classes)
         self.set_width(self.widths[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
