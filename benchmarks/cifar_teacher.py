@@ -5,7 +5,7 @@ The shared CIFAR teacher is small (50k params, 64% accurate): no student here is
 no teacher-student gap for an assistant to bridge. This script gives one: a zoo network trained with the
 product's own trainer on the ground-truth labels of the CIFAR-10 train images (hard targets, flip+shift),
 exported with the students' ONNX export. Its inputs are normalised like the shared teacher's
-(`--mean 127.5 --std 127.5`, real_pair.CIFAR_FLAGS). The test accuracy printed is measured on the CIFAR-10
+(real_pair.CIFAR_FLAGS). The test accuracy printed is measured on the CIFAR-10
 test images through the exported ONNX file.
 
     python benchmarks/cifar_teacher.py [--student resnet20] [--epochs 5] [--images 50000]
@@ -17,23 +17,20 @@ ResNet-20 trains at about 240 images/s, so 5 epochs of all 50,000 images take ab
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_pair import CIFAR, ROOT
+from real_pair import CIFAR, CIFAR_CLASSES, CIFAR_NORMALISE, ROOT, cifar_images
 
+from extractor.datasets.decode import decode_image
 from extractor.students.batches import DistilTensors, InputConfig, num_batches
 from extractor.students.config import DistillConfig, OptimConfig
 from extractor.students.export import export_onnx
@@ -42,28 +39,25 @@ from extractor.students.tasks import DistillTask
 from extractor.students.trainer import Trainer, build_optimizer
 from extractor.students.zoo import build_student
 
-NORMALISE = InputConfig(mean=(127.5,), std=(127.5,), flip=True, shift_frac=0.125)
+NORMALISE = InputConfig(mean=(CIFAR_NORMALISE,), std=(CIFAR_NORMALISE,), flip=True, shift_frac=0.125)
 """real_pair.CIFAR_FLAGS, with the augmentation the students use on CIFAR (flip+shift)."""
 
 
-def cifar_split(split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CIFAR-10 ``split`` ("train" or "test") as (N, 3, 32, 32) uint8 images and (N,) int64 labels, in
-    labels-file order; with ``limit``, every ``N / limit``-th image (all classes alike)."""
-    with open(CIFAR / f"{split}_labels.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if limit is not None and limit < len(rows):
-        rows = rows[::len(rows) // limit][:limit]
-    with zipfile.ZipFile(CIFAR / f"{split}.zip") as archive:
-        pixels = np.stack([np.asarray(Image.open(io.BytesIO(archive.read(row["path_in_zip"]))).convert("RGB"))
-                           for row in rows])
-    labels = torch.tensor([int(row["label"]) for row in rows], dtype=torch.int64)
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), labels
+def cifar_split(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``real_pair.cifar_images(split, count)`` (class-balanced) as (N, 3, 32, 32) uint8 images and (N,)
+    int64 labels in the standard class order."""
+    classes = CIFAR_CLASSES.split(",")
+    pixels, labels = [], []
+    for class_name, _, data in cifar_images(split, count):
+        pixels.append(np.asarray(decode_image(data).convert("RGB")))
+        labels.append(classes.index(class_name))
+    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
 
 
 def onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
     """Top-1 accuracy of the ONNX model at ``path`` on uint8 ``images``, normalised as it was trained."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    inputs = ((images.float() - NORMALISE.mean[0]) / NORMALISE.std[0]).numpy()
+    inputs = ((images.float() - CIFAR_NORMALISE) / CIFAR_NORMALISE).numpy()
     predicted = np.concatenate([session.run(["logits"], {"input": inputs[start:start + batch]})[0].argmax(1)
                                 for start in range(0, len(inputs), batch)])
     return float((predicted == labels.numpy()).mean())
@@ -73,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", default="resnet20", help="a zoo architecture (students.zoo.STUDENTS)")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--images", type=int, default=50000, help="train images used (all classes alike)")
+    parser.add_argument("--images", type=int, default=50000, help="train images used (class-balanced)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=6e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -96,7 +90,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         error = export_onnx(task.student, path, 3, 32)
         path.with_suffix(".json").write_text(json.dumps({"train_seconds": seconds, "onnx_max_abs_diff": error}))
-    test_images, test_labels = cifar_split("test")
+    test_images, test_labels = cifar_split("test", 10000)
     accuracy = onnx_accuracy(path, test_images, test_labels)
     seconds = json.loads(path.with_suffix(".json").read_text())["train_seconds"]
     print(f"{path}: {args.student}, {args.images} train images x {args.epochs} epochs in {seconds / 60:.1f} min; "

@@ -26,7 +26,9 @@ GENDER_TRUTH = ["--ground-truth", LABELS, "--label-column", "gender", "--classes
 CIFAR = ASSETS / "cifar10_jpg"
 """All 60,000 CIFAR-10 JPEGs (train.zip, test.zip) and their labels (train_labels.csv, test_labels.csv)."""
 CIFAR_TEACHER = ASSETS / "teacher_cifar10_winml" / "ImageClassifier.onnx"
-CIFAR_FLAGS = ["--mean", "127.5", "--std", "127.5"]
+CIFAR_NORMALISE = 127.5
+"""The CIFAR teacher's input is ``(x - 127.5) / 127.5`` on the 0-255 scale, per channel."""
+CIFAR_FLAGS = ["--mean", str(CIFAR_NORMALISE), "--std", str(CIFAR_NORMALISE)]
 CIFAR_CLASSES = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
 SPLIT_GROUPS = {"train": "cifar-train", "test": "cifar-test"}
 """The split group ``cifar_pool`` writes for each CIFAR-10 split, for `--split-by CSV split`."""

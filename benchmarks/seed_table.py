@@ -9,7 +9,10 @@ invariance probe (256 faces x 4 probe views) chooses the augmentations (for the 
 the table adds the teacher's agreement with itself under a one-pixel shift (the ceiling) and the share of
 it each target reaches.
 
-    python benchmarks/seed_table.py [--epochs 20] [--size 48] [--seeds 0 1 2] [--people-seeds 1] [--out runs/seed_table]
+    python benchmarks/seed_table.py [--epochs 20] [--size 48] [--seeds 0 1 2] [--people-seeds 1] [--augment auto]
+        [--out runs/seed_table]
+
+`--augment flip,shift --out runs/seed_table_flipshift` gives the table as it was before the probe.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "seed_table")
     parser.add_argument("--people-seeds", type=int, default=1, help="how many of the seeds also run held-out people")
+    parser.add_argument("--augment", default="auto",
+                        help="`extractor train --augment` for every run (auto: the probe's choice; e.g. flip,shift)")
     args = parser.parse_args()
     if not IMAGES.is_dir():
         raise SystemExit(f"{IMAGES} is absent: this benchmark needs the shared LFW faces and teachers")
@@ -53,7 +58,7 @@ def main() -> None:
                     if not (out / "run.json").exists():
                         extractor("train", "--store", store, "--out", out, "--student", "squeezenet1_1",
                                   "--targets", target, "--seed", seed, "--epochs", args.epochs, "--size", args.size,
-                                  *extra)
+                                  "--augment", args.augment, *extra)
                     report = extractor("report", out, *(GENDER_TRUTH if name == "gender" else []))
                     run = json.loads((out / "run.json").read_text())
                     rows.setdefault((name, target, split), []).append((report, run))
