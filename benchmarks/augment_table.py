@@ -58,7 +58,7 @@ def lfw_pool(folder: Path, count: int) -> Path:
 
 
 def digits_pool(folder: Path) -> tuple[Path, Path]:
-    from extractor.demo_assets import build_demo_assets
+    from extractor.cli.demo_assets import build_demo_assets
 
     assets = build_demo_assets(folder)
     return assets.teacher, assets.images
@@ -125,9 +125,9 @@ def probe(store: Path) -> tuple[dict, list[str]]:
     """The invariance probe `extractor train` runs (its answers stored: free after the first time), and the
     augmentations the default policy uses with the stored answer."""
     from extractor.config import AUTO, ProbeConfig, TrainConfig
-    from extractor.invariance import STORED, choose_policy, run_probe
-    from extractor.pool import select_answers
-    from extractor.store import LabelStore
+    from extractor.training.invariance import STORED, choose_policy, run_probe
+    from extractor.training.answers import select_answers
+    from extractor.store.label_store import LabelStore
 
     defaults = TrainConfig(store=store, out=store)
     with LabelStore(store) as label_store:

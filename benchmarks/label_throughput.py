@@ -28,8 +28,8 @@ from extractor.config import LabelConfig  # noqa: E402
 from extractor.datasets.folder import hash_files, list_files  # noqa: E402
 from extractor.datasets.loading import LoadRequest, load_many, load_parallel  # noqa: E402
 from extractor.datasets.transforms import PreprocessSpec, normalize  # noqa: E402
-from extractor.jobs import label_dataset  # noqa: E402
-from extractor.store import LabelStore  # noqa: E402
+from extractor.labeling.job import label_dataset  # noqa: E402
+from extractor.store.label_store import LabelStore  # noqa: E402
 from extractor.teachers.onnx import OnnxTeacher  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,7 +121,7 @@ def _inference_rate(teacher: OnnxTeacher, batch: np.ndarray, runs: int = 1) -> f
 def _light_teacher(scratch: Path) -> OnnxTeacher:
     if EMOTION.exists():
         return OnnxTeacher(EMOTION)
-    from extractor.demo_assets import build_demo_assets
+    from extractor.cli.demo_assets import build_demo_assets
 
     print("(the shared emotion teacher is absent: using the demo's digits CNN)")
     return OnnxTeacher(build_demo_assets(scratch / "demo").teacher)

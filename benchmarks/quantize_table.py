@@ -46,7 +46,7 @@ from real_pair import CIFAR_CLASSES, CIFAR_TEACHER, HELDOUT, ROOT
 
 def quantize_without_teacher_network(run: Path, bits: int, epochs: int, seed: int) -> None:
     """fp32 initialisation, teacher hard labels only: not a CLI combination, so through the library."""
-    from extractor.quantize import QuantizeConfig, run_quantize
+    from extractor.schemes.quantize import QuantizeConfig, run_quantize
 
     cfg = QuantizeConfig(run=run, bits=bits, epochs=epochs, distill=False, from_parent=True, seed=seed, quiet=True)
     cfg = replace(cfg, out=run / f"{cfg.name}-e{epochs}-seed{seed}")

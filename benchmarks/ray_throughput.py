@@ -29,9 +29,9 @@ from real_pair import EMOTION, IMAGES  # noqa: E402
 
 from extractor.config import LabelConfig  # noqa: E402
 from extractor.datasets.transforms import PreprocessSpec  # noqa: E402
-from extractor.jobs import label_dataset  # noqa: E402
-from extractor.store import LabelStore  # noqa: E402
-from extractor.teacher_source import TeacherOpener, TeacherSource, open_teacher  # noqa: E402
+from extractor.labeling.job import label_dataset  # noqa: E402
+from extractor.store.label_store import LabelStore  # noqa: E402
+from extractor.teachers.source import TeacherOpener, TeacherSource, open_teacher  # noqa: E402
 
 EMOTION_SPEC = PreprocessSpec(size=48, channels="gray", mean=(127.5,), std=(127.5,), center_crop=0.4)
 TARGET = 0.8

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from extractor.ledger import RequestRecord  # noqa: E402
-from extractor.store import GroupCommit, LabelRow, LabelStore  # noqa: E402
+from extractor.store.label_store import GroupCommit, LabelRow, LabelStore  # noqa: E402
 
 TEACHER = hashlib.sha256(b"teacher").hexdigest()
 PREPROCESS = hashlib.sha256(b"preprocess").hexdigest()
@@ -85,7 +85,7 @@ def export_in_child(store: Path, fmt: str, out: Path) -> dict:
     """Runs `extractor export` in a fresh process: its own time and peak RSS, not this process's."""
     code = ("import json, resource, sys, time\n"
             "from pathlib import Path\n"
-            "from extractor.commands import run_export\n"
+            "from extractor.cli.report import run_export\n"
             "import pandas, pyarrow, pyarrow.parquet, pyarrow.csv, pyarrow.compute\n"
             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "clock, cpu = time.perf_counter(), time.process_time()\n"

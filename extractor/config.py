@@ -14,6 +14,7 @@ from extractor.errors import ConfigError
 from extractor.students.config import DistillConfig, HintConfig, OptimConfig, SlimmableConfig, StudentConfig
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
+ORDERS: tuple[str, ...] = ("digest", "path")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,14 @@ class LabelConfig:
     """Augmented views of each image sent besides the plain one (--views K: K-1 of them), each with its own
     cache key; --budget counts every view."""
     only: tuple[str, ...] | None = None
-    """Content digests to label (the invariance probe's sample); None labels every image in ``images``."""
+    """Content digests to label (the invariance probe's sample, a selection's picks); None labels every image
+    in ``images``."""
+    only_paths: tuple[str, ...] | None = None
+    """Relative paths inside ``images`` to label (``--only picks.txt``); None labels every image."""
+    order: str = "digest"
+    """What a budget buys first: "digest" (a seeded uniform sample) or "path" (the first files by path)."""
+    seed: int = 0
+    """Seeds the "digest" order; not part of the job's identity."""
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -71,17 +79,20 @@ class LabelConfig:
             raise ConfigError(f"--budget must be >= 0, got {self.budget}")
         if self.canary < 0:
             raise ConfigError(f"--canary must be >= 0, got {self.canary}")
+        if self.order not in ORDERS:
+            raise ConfigError(f"--order must be one of {', '.join(ORDERS)}, got {self.order!r}")
 
     def as_data(self) -> dict:
         data = asdict(self)
         data["only"] = None if self.only is None else len(self.only)  # a count: the digests are the job's rows
+        data["only_paths"] = None if self.only_paths is None else len(self.only_paths)
         data["views"] = [view.as_data() for view in self.views]
         return {key: str(value) if isinstance(value, Path) else value for key, value in data.items()}
 
 
 AUGMENTATIONS: tuple[str, ...] = ("flip", "shift", "crop")
 AUTO = "auto"
-"""--augment auto: the invariance probe chooses (``extractor.invariance``)."""
+"""--augment auto: the invariance probe chooses (``extractor.training.invariance``)."""
 
 
 @dataclass(frozen=True)

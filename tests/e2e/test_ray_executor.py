@@ -13,9 +13,9 @@ import pytest
 
 from extractor.config import LabelConfig
 from extractor.datasets.transforms import PreprocessSpec
-from extractor.jobs import label_dataset
-from extractor.store import LabelStore
-from extractor.teacher_source import TeacherOpener, TeacherSource, open_teacher
+from extractor.labeling.job import label_dataset
+from extractor.store.label_store import LabelStore
+from extractor.teachers.source import TeacherOpener, TeacherSource, open_teacher
 from tests.e2e.cli import console_script
 from tests.e2e.test_label_cli import wait_for_rows
 from tests.images import write_jpegs

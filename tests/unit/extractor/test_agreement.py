@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from extractor.agreement import agreement_metrics, cohen_kappa, macro_agreement, majority_baseline
+from extractor.reporting.agreement import agreement_metrics, cohen_kappa, macro_agreement, majority_baseline
 
 # Teacher: six 0s, two 1s, two 2s. The student agrees on 5 of the 0s, 1 of the 1s, 1 of the 2s.
 TEACHER = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2])

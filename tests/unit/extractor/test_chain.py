@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from extractor.chain import CHAIN_FILE, PROMOTED, ChainConfig, Link, run_chain, stop_index
+from extractor.schemes.chain import CHAIN_FILE, PROMOTED, ChainConfig, Link, run_chain, stop_index
 from extractor.config import TrainConfig
 from extractor.errors import ConfigError
 from extractor.students.config import HintConfig

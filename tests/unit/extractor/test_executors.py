@@ -8,7 +8,7 @@ from extractor.config import LabelConfig
 from extractor.datasets.loading import LoadRequest
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, QueryBudgetExceeded, UnknownNameError
-from extractor.executors import LocalExecutor, TeacherCall, make_executor
+from extractor.labeling.executors import LocalExecutor, TeacherCall, make_executor
 from extractor.ledger import Ledger
 from extractor.teachers.onnx import OnnxTeacher
 from tests.images import write_jpegs
@@ -90,7 +90,7 @@ def test_without_ray_installed_the_ray_executor_says_how_to_install_it(tmp_path)
     probe = ("import sys\n"
              "sys.modules['ray'] = None\n"
              "from extractor.config import LabelConfig\n"
-             "from extractor.executors import make_executor\n"
+             "from extractor.labeling.executors import make_executor\n"
              "try:\n"
              "    make_executor(LabelConfig(images='x', store='y', executor='ray'), None, None)\n"
              "except Exception as exc:\n"
@@ -101,7 +101,7 @@ def test_without_ray_installed_the_ray_executor_says_how_to_install_it(tmp_path)
 
 def test_the_local_label_path_never_imports_ray():
     probe = ("import sys\n"
-             "import extractor.cli, extractor.commands, extractor.jobs, extractor.executors\n"
+             "import extractor.cli.app, extractor.labeling.job, extractor.labeling.executors\n"
              "print('ray' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr

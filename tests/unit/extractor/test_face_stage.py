@@ -1,7 +1,7 @@
 from extractor.datasets.faces import Detection, FaceSpec
 from extractor.datasets.folder import hash_files, list_files
 from extractor.datasets.transforms import PreprocessSpec
-from extractor.face_stage import FaceStage
+from extractor.labeling.faces import FaceStage
 from tests.images import random_image, write_jpegs
 
 FACE = Detection(box=(0.2, 0.2, 0.8, 0.8), landmarks=((0.4, 0.4), (0.6, 0.4), (0.5, 0.5), (0.4, 0.6), (0.6, 0.6)),

@@ -4,11 +4,12 @@ import pytest
 from extractor.config import AUTO, LabelConfig, ProbeConfig, TrainConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import ViewSpec
-from extractor.invariance import MIN_PROBED, OFF, STORED, VIEWS, ProbeResult, choose_policy, run_probe
-from extractor.jobs import job_identity, label_dataset
-from extractor.pool import select_answers
-from extractor.store import LabelStore
-from extractor.teacher_source import TeacherSource
+from extractor.training.invariance import MIN_PROBED, OFF, STORED, VIEWS, ProbeResult, choose_policy, run_probe
+from extractor.labeling.job import label_dataset
+from extractor.labeling.preprocess import job_identity
+from extractor.training.answers import select_answers
+from extractor.store.label_store import LabelStore
+from extractor.teachers.source import TeacherSource
 from extractor.teachers.onnx import OnnxTeacher
 
 PROBED = 64
@@ -54,7 +55,7 @@ def test_teacher_self_agreement_is_the_one_pixel_shift():
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """The demo's digits teacher (an ONNX CNN) and its 1,797 digits, labeled with the source recorded."""
-    from extractor.demo_assets import DEMO_SIZE, build_demo_assets
+    from extractor.cli.demo_assets import DEMO_SIZE, build_demo_assets
 
     folder = tmp_path_factory.mktemp("digits")
     assets = build_demo_assets(folder)
@@ -89,7 +90,7 @@ def test_the_probe_finds_that_flips_change_a_digits_teacher_and_charges_every_qu
 
 @pytest.mark.slow
 def test_training_on_digits_never_flips_with_the_stored_answer(digits, tmp_path):
-    from extractor.training import prepare_data
+    from extractor.training.pipeline import prepare_data
 
     folder, assets, store = digits
     data = prepare_data(TrainConfig(store=store, out=tmp_path / "run", workers=1, quiet=True,

@@ -5,9 +5,9 @@ import pytest
 from extractor.config import LabelConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, QueryBudgetExceeded
-from extractor.jobs import label_dataset
+from extractor.labeling.job import label_dataset
 from extractor.ledger import Ledger, RequestRecord
-from extractor.store import LabelStore
+from extractor.store.label_store import LabelStore
 from extractor.teachers.onnx import OnnxTeacher
 from tests.images import write_jpegs
 from tests.models import linear_classifier

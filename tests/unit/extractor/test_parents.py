@@ -9,11 +9,12 @@ import torch
 from extractor.config import LabelConfig, TeacherChoice, TrainConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError
-from extractor.jobs import job_identity, label_dataset, preprocess_fingerprint, spec_data_of
-from extractor.store import LabelStore
+from extractor.labeling.job import label_dataset
+from extractor.labeling.preprocess import job_identity, preprocess_fingerprint, spec_data_of
+from extractor.store.label_store import LabelStore
 from extractor.students.config import DistillConfig, OptimConfig, StudentConfig
 from extractor.teachers.onnx import OnnxTeacher
-from extractor.training import prepare_data, train_student
+from extractor.training.pipeline import prepare_data, train_student
 from tests.images import write_jpegs
 from tests.models import linear_classifier
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from extractor.errors import ConfigError
-from extractor.quantize import QuantizeConfig
-from extractor.variants import slower_than_fp32, variants_markdown
+from extractor.schemes.quantize import QuantizeConfig
+from extractor.reporting.variants import slower_than_fp32, variants_markdown
 
 
 @pytest.mark.parametrize(("kwargs", "flag"), [

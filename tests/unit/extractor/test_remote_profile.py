@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from extractor.remote_profile import ledger_figures
+from extractor.reporting.remote_profile import ledger_figures
 
 
 def ledger(*rows):

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from extractor.export import export_labels
+from extractor.store.export import export_labels
 from extractor.fingerprint import STORE_SCHEMA, cache_key
-from extractor.store import LABEL_COLUMNS, LabelRow, LabelStore
+from extractor.store.label_store import LABEL_COLUMNS, LabelRow, LabelStore
 
 TEACHER, PREPROCESS = "t" * 64, "p" * 64
 

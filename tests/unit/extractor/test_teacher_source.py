@@ -6,9 +6,9 @@ import pytest
 from extractor.config import LabelConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError
-from extractor.jobs import label_dataset
-from extractor.store import LabelStore
-from extractor.teacher_source import TeacherSource
+from extractor.labeling.job import label_dataset
+from extractor.store.label_store import LabelStore
+from extractor.teachers.source import TeacherSource
 from extractor.teachers.onnx import OnnxTeacher
 from tests.images import write_jpegs
 from tests.models import linear_classifier

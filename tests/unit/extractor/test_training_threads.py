@@ -1,7 +1,7 @@
 """How many CPU threads training takes."""
 import os
 
-from extractor.training import cpu_threads
+from extractor.training.pipeline import cpu_threads
 
 
 def test_training_takes_every_core_unless_omp_num_threads_says_otherwise(monkeypatch):

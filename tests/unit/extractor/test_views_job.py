@@ -6,9 +6,9 @@ import pytest
 from extractor.config import LabelConfig, ProbeConfig, TrainConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import training_views
-from extractor.jobs import label_dataset
-from extractor.pool import select_answers, stored_views
-from extractor.store import LabelStore
+from extractor.labeling.job import label_dataset
+from extractor.training.answers import select_answers, stored_views
+from extractor.store.label_store import LabelStore
 from extractor.teachers.onnx import OnnxTeacher
 from tests.images import write_jpegs
 from tests.models import linear_classifier
@@ -75,7 +75,7 @@ def test_the_budget_counts_every_view_and_stops_exactly(job, budget):
 
 
 def test_the_student_sees_exactly_the_pixels_the_teacher_was_sent(job):
-    from extractor.training import prepare_data
+    from extractor.training.pipeline import prepare_data
 
     tmp_path, teacher, spec = job
     with LabelStore(tmp_path / "labels.db") as store:

@@ -10,7 +10,7 @@ from extractor.students.hooks import CheckpointHook, EvalHook, resume
 from extractor.students.tasks import DistillTask
 from extractor.students.trainer import Trainer, build_optimizer
 from extractor.students.zoo import build_student
-from extractor.training import resolve_device
+from extractor.training.pipeline import resolve_device
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from extractor.teachers.base import MalformedAnswer, TeacherError, UnreadableAnswer
-from extractor.teachers.protocols import (
+from extractor.teachers.http.codecs import (
     BINARY_HEADER,
     JsonCodec,
     JsonSpec,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from extractor.errors import ConfigError
-from extractor.store import LABEL_COLUMNS, LabelStore
+from extractor.store.label_store import LABEL_COLUMNS, LabelStore
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -14,7 +14,7 @@ from extractor.students.export import export_onnx
 from extractor.students.slimmable import build_slimmable, recalibrate_batchnorm, to_plain
 from extractor.students.tasks import InplaceDistillTask
 from extractor.students.zoo import count_parameters
-from extractor.training import TrainData, TrainResult, finish, fit, onnx_predictions, prepare_data
+from extractor.training.pipeline import TrainData, TrainResult, finish, fit, onnx_predictions, prepare_data
 
 
 def width_onnx_name(width: float) -> str:

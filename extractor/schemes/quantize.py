@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from extractor.config import TrainConfig
-    from extractor.training import TrainData, TrainResult
+    from extractor.training.pipeline import TrainData, TrainResult
 
 VARIANT_KINDS = {1: "binary", 2: "ternary", 8: "int8"}
 """Variant kind by weight bits."""
@@ -108,7 +108,7 @@ def run_quantize(cfg: QuantizeConfig) -> Result:
 
     from extractor.students.config import DistillConfig, OptimConfig
     from extractor.students.zoo import build_student
-    from extractor.training import prepare_data
+    from extractor.training.pipeline import prepare_data
 
     started = time.perf_counter()
     run = _parent_run(cfg.run)
@@ -184,7 +184,7 @@ def _int8(cfg: QuantizeConfig, train_cfg: TrainConfig, data: TrainData, parent: 
     from extractor.students.batches import normalize
     from extractor.students.export import export_int8
     from extractor.students.zoo import count_parameters
-    from extractor.training import record
+    from extractor.training.pipeline import record
 
     calibration = normalize(data.train.images[:cfg.calibration_images], data.inputs).numpy()
     onnx_path = train_cfg.out / "student.onnx"
@@ -210,7 +210,7 @@ def _trained(cfg: QuantizeConfig, train_cfg: TrainConfig, data: TrainData, paren
     from extractor.students.quant import QuantSpec, freeze, quantize_layers
     from extractor.students.tasks import DistillTask, QuantizeTask
     from extractor.students.zoo import build_student
-    from extractor.training import finish, fit
+    from extractor.training.pipeline import finish, fit
 
     torch.manual_seed(cfg.seed)
     arch = Architecture(train_cfg.student.architecture, data.answers.num_classes, data.spec.num_channels,

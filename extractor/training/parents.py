@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 from extractor.config import LabelConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
-from extractor.jobs import label_dataset, preprocess_fingerprint, spec_data_of
-from extractor.pool import student_spec
-from extractor.store import LabelStore
+from extractor.labeling.job import label_dataset
+from extractor.labeling.preprocess import preprocess_fingerprint, spec_data_of
+from extractor.training.answers import student_spec
+from extractor.store.label_store import LabelStore
 from extractor.teachers.onnx import OnnxTeacher
 
 if TYPE_CHECKING:

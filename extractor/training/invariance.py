@@ -23,10 +23,11 @@ from extractor.datasets.faces import FaceSpec
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import ViewSpec
 from extractor.errors import ExtractionError
-from extractor.jobs import job_identity, label_dataset, preprocess_fingerprint, spec_data_of, view_spec_data
-from extractor.pool import TeacherAnswers
-from extractor.store import LabelStore
-from extractor.teacher_source import TeacherSource, open_teacher
+from extractor.labeling.job import label_dataset
+from extractor.labeling.preprocess import job_identity, preprocess_fingerprint, spec_data_of, view_spec_data
+from extractor.training.answers import TeacherAnswers
+from extractor.store.label_store import LabelStore
+from extractor.teachers.source import TeacherSource, open_teacher
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from extractor.chain import CHAIN_FILE
-from extractor.profile import ModelProfile, profile_onnx
+from extractor.schemes.chain import CHAIN_FILE
+from extractor.reporting.profile import ModelProfile, profile_onnx
 from extractor.result import Result
 
 Accuracy = Callable[[dict, pd.DataFrame, str], "float | None"]

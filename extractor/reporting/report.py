@@ -9,15 +9,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from extractor.agreement import agreement_metrics
-from extractor.chain import CHAIN_FILE
-from extractor.chain_report import build_chain_report
-from extractor.compare import efficiency_points
+from extractor.reporting.agreement import agreement_metrics
+from extractor.schemes.chain import CHAIN_FILE
+from extractor.reporting.chain_report import build_chain_report
+from extractor.reporting.compare import efficiency_points
 from extractor.errors import ConfigError
-from extractor.profile import ModelProfile, profile_onnx
-from extractor.remote_profile import remote_profile
+from extractor.reporting.profile import ModelProfile, profile_onnx
+from extractor.reporting.remote_profile import remote_profile
 from extractor.result import Result
-from extractor.variants import find_variants, variant_rows, variants_markdown
+from extractor.reporting.variants import find_variants, variant_rows, variants_markdown
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import requests
 
 from extractor.errors import ConfigError
 from extractor.ledger import Ledger, RequestRecord
-from extractor.teachers import protocols
+from extractor.teachers.http import codecs as protocols
 from extractor.teachers.base import (
     OUTPUT_POLICIES,
     InputFormat,
@@ -53,7 +53,7 @@ from extractor.teachers.base import (
     guess_kind,
     output_from_scores,
 )
-from extractor.teachers.protocols import BINARY_HEADER, PROTOCOLS, TENSOR_FORMATS, HttpRequest, JsonSpec, ModelInfo
+from extractor.teachers.http.codecs import BINARY_HEADER, PROTOCOLS, TENSOR_FORMATS, HttpRequest, JsonSpec, ModelInfo
 
 log = logging.getLogger(__name__)
 

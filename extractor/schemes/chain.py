@@ -139,7 +139,7 @@ def chain_runs(chain_dir: Path) -> list[Path]:
 
 def _train_link(cfg: ChainConfig, index: int, link: Link, parent: Path | None) -> dict:
     """Trains (or resumes, or reads) every child of one link and promotes the best into the link's directory."""
-    from extractor.training import train_student
+    from extractor.training.pipeline import train_student
 
     link_dir = cfg.train.out / link.directory(index)
     children = []

@@ -27,10 +27,10 @@ from extractor.datasets.splits import heldout_mask
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
 from extractor.fingerprint import detector_fingerprint
-from extractor.invariance import STORED, ProbeResult, choose_policy, run_probe
-from extractor.parents import ParentRun, label_with_parent, load_parent_student
-from extractor.pool import TeacherAnswers, decode_once, select_answers, stored_views, student_spec
-from extractor.store import LabelStore
+from extractor.training.invariance import STORED, ProbeResult, choose_policy, run_probe
+from extractor.training.parents import ParentRun, label_with_parent, load_parent_student
+from extractor.training.answers import TeacherAnswers, decode_once, select_answers, stored_views, student_spec
+from extractor.store.label_store import LabelStore
 from extractor.students.batches import DistilTensors, InputConfig, normalize
 from extractor.students.export import export_onnx
 from extractor.students.hooks import (
@@ -45,7 +45,7 @@ from extractor.students.losses import combine_teachers, distillation_loss
 from extractor.students.tasks import DistillTask, HintTask
 from extractor.students.trainer import Trainer, build_optimizer
 from extractor.students.zoo import build_student, count_parameters
-from extractor.view_tensors import with_views
+from extractor.training.views import with_views
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class TrainResult:
     fidelity_to_parent: float | None = None
     """Held-out agreement with the first parent run's student, when a run taught."""
     augment_policy: dict[str, str] | None = None
-    """Each augmentation: "stored", "views" or "off" (``extractor.invariance``)."""
+    """Each augmentation: "stored", "views" or "off" (``extractor.training.invariance``)."""
     invariance: dict | None = None
     """The invariance probe's result (``ProbeResult.as_dict``)."""
 
@@ -90,7 +90,7 @@ class TrainData:
     parents: tuple[tuple[ParentRun, TeacherAnswers], ...] = ()
     """The teachers that are runs, in --teacher order, each with its answers in the rows of ``answers``."""
     probe: ProbeResult | None = None
-    """The invariance probe of the reference black box (``extractor.invariance``)."""
+    """The invariance probe of the reference black box (``extractor.training.invariance``)."""
     policy: dict[str, str] = field(default_factory=dict)
     """Each augmentation: "stored" (with the stored answer), "views" (only through bought views) or "off"."""
     views: int = 1

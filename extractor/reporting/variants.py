@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from extractor.errors import ConfigError
-from extractor.profile import profile_onnx
+from extractor.reporting.profile import profile_onnx
 
 _ORDER = {"fp32": 0, "int8": 1, "ternary": 2, "binary": 3}
 

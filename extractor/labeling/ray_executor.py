@@ -22,7 +22,7 @@ except ImportError:  # the optional extra
 
 from extractor.datasets.loading import LoadRequest, load_many
 from extractor.datasets.transforms import PreprocessSpec
-from extractor.executors import Answered, Stream, TeacherCall, TeacherOpener, answer_files
+from extractor.labeling.executors import Answered, Stream, TeacherCall, TeacherOpener, answer_files
 from extractor.ledger import Ledger, RequestRecord
 
 log = logging.getLogger(__name__)

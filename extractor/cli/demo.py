@@ -2,17 +2,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from extractor.commands import format_label_summary, run_report, run_train
+import typer
+
+from extractor.cli.label import format_label_summary
+from extractor.cli.options import JsonOption, QuietOption, emit
+from extractor.cli.report import run_report
+from extractor.cli.train import run_train
 from extractor.config import LabelConfig, TrainConfig
 from extractor.datasets.transforms import PreprocessSpec
-from extractor.demo_assets import DEMO_SIZE, build_demo_assets
-from extractor.jobs import label_dataset
+from extractor.cli.demo_assets import DEMO_SIZE, build_demo_assets
+from extractor.labeling.job import label_dataset
 from extractor.result import Result
-from extractor.store import LabelStore
+from extractor.store.label_store import LabelStore
 from extractor.students.config import OptimConfig, StudentConfig
-from extractor.teacher_source import TeacherSource
+from extractor.teachers.source import TeacherSource
 from extractor.teachers.onnx import OnnxTeacher
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's teacher, images, store and run.")] = Path("demo-run"),
+    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 12,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Label -> train -> report on a built-in black box (a digits CNN) and images that packages ship."""
+    emit(run_demo(out, epochs=epochs, quiet=quiet or as_json), as_json)
 
 
 def run_demo(out: Path, *, epochs: int, quiet: bool) -> Result:

@@ -14,7 +14,7 @@ from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import VIEW_VERSION, ViewSpec
 from extractor.errors import CacheError
 from extractor.fingerprint import stable_hash
-from extractor.store import LabelStore
+from extractor.store.label_store import LabelStore
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ from extractor.datasets.faces import FaceDetector
 from extractor.datasets.folder import FolderFile, hash_files, list_files, looks_like_image
 from extractor.datasets.loading import LoadRequest, load_many
 from extractor.datasets.views import ViewSpec
-from extractor.errors import CacheError, ConfigError
-from extractor.executors import Answered, Executor, Stream, TeacherCall, TeacherOpener, make_executor
-from extractor.face_stage import FaceStage
-from extractor.fingerprint import stable_hash
+from extractor.errors import CacheError
+from extractor.labeling.executors import Answered, Executor, Stream, TeacherCall, TeacherOpener, make_executor
+from extractor.labeling.faces import FaceStage
+from extractor.labeling.plan import build_plan
+from extractor.labeling.preprocess import job_identity, preprocess_fingerprint, spec_data_of, view_spec_data
 from extractor.ledger import Ledger
-from extractor.store import Failure, GroupCommit, LabelRow, LabelStore
+from extractor.store.label_store import Failure, GroupCommit, LabelRow, LabelStore
 from extractor.teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherOutput, TeacherUnavailable
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class LabelSummary:
     """Why the job stopped before its end (the teacher down), or None."""
     pending: int = 0
     """Images a stopped job did not get to; the next run asks about them."""
+    by_folder: dict[str, int] | None = None
+    """--dry-run: the queries per top-level folder of the image tree."""
 
     @property
     def images_per_s(self) -> float:
@@ -70,30 +73,6 @@ class LabelSummary:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def preprocess_fingerprint(spec_data: dict) -> str:
-    return stable_hash(spec_data)
-
-
-def job_identity(teacher_fingerprint: str, preprocess: str, root: Path) -> str:
-    """What makes two runs the same job (a resume): teacher, preprocessing and folder."""
-    return stable_hash([teacher_fingerprint, preprocess, str(Path(root).resolve())])
-
-
-def spec_data_of(cfg: LabelConfig, detector: FaceDetector | None) -> dict:
-    """Everything that shapes the teacher's input, as plain data: its hash keys the cache."""
-    data: dict = {"transform": cfg.preprocess.as_data()}
-    if cfg.faces.mode != "none":
-        if detector is None:
-            raise ConfigError(f"--faces {cfg.faces.mode} needs a face detector")
-        data.update(faces=cfg.faces.as_data(), detector=detector.as_data())
-    return data
-
-
-def view_spec_data(spec_data: dict, view: ViewSpec | None) -> dict:
-    """The spec of one augmented view of the teacher's input: its hash keys the view's answers apart."""
-    return spec_data if view is None else {**spec_data, "view": view.as_data()}
 
 
 def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
@@ -121,37 +100,29 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     preprocess = preprocess_fingerprint(spec_data)
     root = Path(cfg.images).resolve()
     known = store.known_files(str(root))
-    files = hash_files(list_files(root), known, workers=cfg.workers or 1)
+    listed = list_files(root)
+    if cfg.only_paths is not None:
+        picked = set(cfg.only_paths)
+        listed = [f for f in listed if f.relative_path in picked]
+    files = hash_files(listed, known, workers=cfg.workers or 1)
     store.record_files(str(root), ((f.relative_path, f.size, f.mtime_ns, f.digest) for f in files
                                    if known.get(f.relative_path) != (f.size, f.mtime_ns, f.digest)))
     if cfg.only is not None:
         wanted = set(cfg.only)
         files = [f for f in files if f.digest in wanted]
-    cached = store.cached_digests(teacher.fingerprint, preprocess, {f.digest for f in files})
-    images = [f for f in files if f.digest in cached or looks_like_image(f)]  # only misses are sniffed
-    unique = list({f.digest: f for f in reversed(images)}.values())[::-1]
-    misses = [f for f in unique if f.digest not in cached]
-    # Every view of every image is one query; the plain images come first, then view 1 of each, and so on:
-    # a budget that cannot pay for all of them buys the plain answers first.
+    digests = {f.digest for f in files}
     views = {view: preprocess_fingerprint(view_spec_data(spec_data, view)) for view in cfg.views}
-    plan: list[tuple[ViewSpec | None, list[FolderFile]]] = [(None, misses)]
-    view_cached = 0
-    for view, view_preprocess in views.items():
-        done = store.cached_digests(teacher.fingerprint, view_preprocess, {f.digest for f in unique})
-        view_cached += len(done)
-        plan.append((view, [f for f in unique if f.digest not in done]))
     identity = job_identity(teacher.fingerprint, preprocess, root)  # one job, one budget, whatever the views
     ledger = Ledger(cfg.budget, used=store.images_sent(identity))
-    skipped, allowed = 0, ledger.remaining
-    if allowed is not None:
-        skipped = max(0, sum(len(group) for _, group in plan) - allowed)
-        plan = _within(plan, allowed)
-    planned = sum(len(group) for _, group in plan)
-    summary = dict(images=len(images), skipped=len(files) - len(images), cached=len(cached),
-                   duplicates=len(images) - len(unique), skipped_budget=skipped, views=1 + len(views),
-                   view_cached=view_cached)
+    plan = build_plan(files, cached=store.cached_digests(teacher.fingerprint, preprocess, digests),
+                      view_done={view: store.cached_digests(teacher.fingerprint, fp, digests)
+                                 for view, fp in views.items()},
+                      allowed=ledger.remaining, order=cfg.order, seed=cfg.seed, is_image=looks_like_image)
+    planned = plan.queries
+    summary = dict(images=plan.images, skipped=plan.skipped, cached=plan.cached, duplicates=plan.duplicates,
+                   skipped_budget=plan.held_back, views=1 + len(views), view_cached=plan.view_cached)
     if cfg.dry_run:
-        return LabelSummary(labeled=0, failed=0, queries=planned, dry_run=True,
+        return LabelSummary(labeled=0, failed=0, queries=planned, dry_run=True, by_folder=plan.by_folder(),
                             seconds=time.perf_counter() - started, **summary)
     description = _describe(teacher)
     if source is not None:
@@ -171,15 +142,16 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     status = "failed"
     try:
         if cfg.canary:
-            run.canary([f for f in unique if f.digest in cached][: cfg.canary])
-        for view, group in plan:
-            if view is None:
-                run.label(group)
+            cached = store.cached_digests(teacher.fingerprint, preprocess, digests)
+            run.canary([f for f in plan.unique if f.digest in cached][: cfg.canary])
+        for purchase in plan.purchases:
+            if purchase.view is None:
+                run.label(list(purchase.files))
                 continue
             # A view only of images with a plain answer: a file that failed is not asked about again.
-            answered = store.cached_digests(teacher.fingerprint, preprocess, {f.digest for f in group})
-            run.label_view(view, views[view], [f for f in group if f.digest in answered])
-        status = "done" if not skipped else "budget"
+            answered = store.cached_digests(teacher.fingerprint, preprocess, {f.digest for f in purchase.files})
+            run.label_view(purchase.view, views[purchase.view], [f for f in purchase.files if f.digest in answered])
+        status = "done" if not plan.held_back else "budget"
     except QueryBudgetExceeded as exc:  # retries used up the rest: stop cleanly, keep what was answered
         log.warning("stopped: %s", exc)
         status = "budget"
@@ -197,16 +169,6 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
                               faces_detected=faces.detected if faces else 0, **summary)
         store.finish_job(job_id, status, result.as_dict())
     return result
-
-
-def _within(plan: list[tuple[ViewSpec | None, list[FolderFile]]], allowed: int
-            ) -> list[tuple[ViewSpec | None, list[FolderFile]]]:
-    """The plan cut to the first ``allowed`` queries, in order."""
-    kept = []
-    for view, group in plan:
-        kept.append((view, group[:allowed]))
-        allowed -= len(kept[-1][1])
-    return kept
 
 
 def _recorded_source(store: LabelStore, fingerprint: str) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from extractor.store import LabelStore
+from extractor.store.label_store import LabelStore
 
 log = logging.getLogger(__name__)
 

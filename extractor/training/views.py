@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from extractor.datasets.views import ViewSpec, apply_view_chw
-from extractor.pool import TeacherAnswers
+from extractor.training.answers import TeacherAnswers
 from extractor.students.batches import DistilTensors
 
 

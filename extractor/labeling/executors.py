@@ -208,7 +208,7 @@ def _local(cfg: LabelConfig, call: TeacherCall, opener: TeacherOpener | None) ->
 
 
 def _ray(cfg: LabelConfig, call: TeacherCall, opener: TeacherOpener | None) -> Executor:
-    from extractor.ray_executor import RayExecutor  # imports ray, only here
+    from extractor.labeling.ray_executor import RayExecutor  # imports ray, only here
 
     return RayExecutor(call, opener, address=cfg.ray_address, actors=cfg.ray_actors, concurrency=cfg.concurrency)
 

@@ -103,8 +103,8 @@ def open_teacher(source: TeacherSource, *, threads: int | None = None) -> Teache
 
         return OnnxTeacher(source.teacher, output_policy=source.output_policy,  # type: ignore[arg-type]
                            output_name=source.output_name, threads=threads)
-    from extractor.teachers.http import HttpConfig, HttpTeacher, parse_header, parse_header_env
-    from extractor.teachers.protocols import JsonSpec
+    from extractor.teachers.http.teacher import HttpConfig, HttpTeacher, parse_header, parse_header_env
+    from extractor.teachers.http.codecs import JsonSpec
 
     config = HttpConfig(
         url=source.teacher, protocol=source.protocol or "", model=source.model_name,

@@ -1,0 +1,1 @@
+"""Labelling jobs: plan which images to buy, send them to the teacher, commit the answers."""

@@ -1,0 +1,67 @@
+"""What shapes the teacher's input, as data and as fingerprints: the preprocess half of every cache key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from extractor.config import LabelConfig
+from extractor.datasets.faces import FaceDetector
+from extractor.datasets.transforms import PreprocessSpec
+from extractor.datasets.views import ViewSpec
+from extractor.errors import ConfigError
+from extractor.fingerprint import stable_hash
+from extractor.teachers.base import Teacher
+
+
+def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    """'127.5' or '122.8,117,104.3' -> floats; a clear error names the flag."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(part) for part in text.replace(",", " ").split())
+    except ValueError:
+        raise ConfigError(f"{flag} takes one or three numbers, e.g. 127.5 or 123.7,116.3,103.5; got {text!r}") from None
+    if len(values) not in (1, 3):
+        raise ConfigError(f"{flag} takes one or three numbers, got {len(values)}")
+    return values
+
+
+def resolve_preprocess(teacher: Teacher, size: int | None, channels: str | None, mean: str | None,
+                       std: str | None, center_crop: float) -> PreprocessSpec:
+    """The teacher's preprocessing: flags where given, else what the model's input shape implies.
+
+    Image-input teachers (they encode images themselves) keep the crop's own size unless --size is given.
+    """
+    shape = teacher.input_shape or (None, None, None)  # (C, H, W) with None for unknown dims
+    default_channels = "gray" if shape[0] == 1 else "rgb"
+    default_size = None if teacher.input_format == "image" else shape[1] or 224
+    return PreprocessSpec(
+        size=size or default_size,
+        channels=channels or default_channels,  # type: ignore[arg-type]
+        mean=parse_floats(mean, "--mean") or (0.0,),
+        std=parse_floats(std, "--std") or (255.0,),
+        center_crop=center_crop,
+    )
+
+
+def preprocess_fingerprint(spec_data: dict) -> str:
+    return stable_hash(spec_data)
+
+
+def job_identity(teacher_fingerprint: str, preprocess: str, root: Path) -> str:
+    """What makes two runs the same job (a resume): teacher, preprocessing and folder."""
+    return stable_hash([teacher_fingerprint, preprocess, str(Path(root).resolve())])
+
+
+def spec_data_of(cfg: LabelConfig, detector: FaceDetector | None) -> dict:
+    """Everything that shapes the teacher's input, as plain data: its hash keys the cache."""
+    data: dict = {"transform": cfg.preprocess.as_data()}
+    if cfg.faces.mode != "none":
+        if detector is None:
+            raise ConfigError(f"--faces {cfg.faces.mode} needs a face detector")
+        data.update(faces=cfg.faces.as_data(), detector=detector.as_data())
+    return data
+
+
+def view_spec_data(spec_data: dict, view: ViewSpec | None) -> dict:
+    """The spec of one augmented view of the teacher's input: its hash keys the view's answers apart."""
+    return spec_data if view is None else {**spec_data, "view": view.as_data()}

@@ -1,0 +1,1 @@
+"""Reports on finished runs: tables, plots, comparisons, profiles."""

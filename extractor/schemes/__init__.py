@@ -1,0 +1,1 @@
+"""Training schemes built on the pipeline: chains, quantized and slimmable students."""

@@ -1,0 +1,1 @@
+"""Training a student on stored answers: data, answers, views, the probe, parents, the pipeline."""
