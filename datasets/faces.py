@@ -64,6 +64,16 @@ class FaceSpec:
             data["template"] = [list(point) for point in ARCFACE_TEMPLATE]
         return data
 
+    @classmethod
+    def from_data(cls, data: dict[str, Any] | None) -> FaceSpec:
+        """The spec that :meth:`as_data` gave ``data`` (None: no face stage); an unknown version is refused."""
+        if not data:
+            return cls()
+        if data.get("version") != FACES_VERSION:
+            raise ConfigError(f"stored face settings have version {data.get('version')!r}; this extractor reads "
+                              f"version {FACES_VERSION}: upgrade extractor or label again")
+        return cls(**{key: value for key, value in data.items() if key not in ("version", "template")})
+
 
 @dataclass(frozen=True)
 class Detection:

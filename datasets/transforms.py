@@ -60,6 +60,16 @@ class PreprocessSpec:
                 data[field.name] = list(value) if isinstance(value, tuple) else value
         return data
 
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> PreprocessSpec:
+        """The spec that :meth:`as_data` gave ``data``; a version this code does not know is refused."""
+        if data.get("version") != TRANSFORM_VERSION:
+            raise ConfigError(f"stored preprocessing has version {data.get('version')!r}; this extractor reads "
+                              f"version {TRANSFORM_VERSION}: upgrade extractor or label again")
+        values = {key: tuple(value) if isinstance(value, list) else value
+                  for key, value in data.items() if key != "version"}
+        return cls(**values)
+
     def with_size(self, size: int) -> PreprocessSpec:
         return PreprocessSpec(size=size, channels=self.channels, mean=self.mean,
                               std=self.std, center_crop=self.center_crop)

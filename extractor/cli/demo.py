@@ -15,6 +15,7 @@ from extractor.datasets.transforms import PreprocessSpec
 from extractor.cli.demo_assets import DEMO_SIZE, build_demo_assets
 from extractor.labeling.job import label_dataset
 from extractor.result import Result
+from extractor.run_dir import RunDir
 from extractor.store.label_store import LabelStore
 from extractor.students.config import OptimConfig, StudentConfig
 from extractor.teachers.source import TeacherSource
@@ -45,7 +46,7 @@ def run_demo(out: Path, *, epochs: int, quiet: bool) -> Result:
     # ResNet-8 learns the digits in about a minute on two cores.
     student = StudentConfig(architecture="resnet8", size=DEMO_SIZE)
     trained = run_train(TrainConfig(store=store, out=run_dir, student=student, quiet=quiet,
-                                    resume=(run_dir / "last.pt").exists(), optim=OptimConfig(epochs=epochs)))
+                                    resume=RunDir(run_dir).has_checkpoint, optim=OptimConfig(epochs=epochs)))
     report = run_report(run_dir, ground_truth="folders", label_column="label", classes=())
     text = "\n\n".join([
         f"1. label: {assets.teacher.name} (a digits CNN, now a black box) over {assets.images}\n"

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from extractor.cli.options import JsonOption, QuietOption, StoreOption, emit
 from extractor.result import Result
 from extractor.students.config import DistillConfig, HintConfig, OptimConfig, SlimmableConfig, StudentConfig
+
+if TYPE_CHECKING:
+    from extractor.config import TrainConfig
+
 
 def train(
     store: StoreOption = Path("labels.db"),
@@ -153,7 +157,7 @@ def quantize(
 
 def run_train(cfg: TrainConfig) -> Result:
     from extractor.schemes.slimmable import train_slimmable
-    from extractor.training.pipeline import train_student
+    from extractor.training.recipe import train_student
 
     result = (train_slimmable if cfg.slimmable else train_student)(cfg)
     text = (f"student trained: {result.fidelity:.1%} held-out fidelity on {result.heldout_images} images "

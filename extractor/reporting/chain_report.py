@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from extractor.schemes.chain import CHAIN_FILE
 from extractor.reporting.profile import ModelProfile, profile_onnx
 from extractor.result import Result
+from extractor.run_dir import RunDir
 
 Accuracy = Callable[[dict, pd.DataFrame, str], "float | None"]
 """(run.json, heldout.csv, column of predicted labels) -> accuracy against the ground truth, or None."""
@@ -26,15 +26,14 @@ def build_chain_report(chain_dir: Path, *, teacher_profile: Callable[[dict], Mod
         teacher_profile: measures the black-box teacher named by a run.json (None when it has no model file).
         accuracy: scores a link's predictions against the ground truth.
     """
-    state = json.loads((chain_dir / CHAIN_FILE).read_text())
-    runs = [json.loads((chain_dir / entry["dir"] / "run.json").read_text()) for entry in state["links"]]
+    state = RunDir(chain_dir).chain_state()
+    runs = [RunDir(chain_dir / entry["dir"]).run() for entry in state["links"]]
     teacher = teacher_profile(runs[0]) if runs else None
-    first_heldout = pd.read_csv(chain_dir / state["links"][0]["dir"] / "heldout.csv", dtype={"relative_path": str}) \
-        if runs else None
+    first_heldout = RunDir(chain_dir / state["links"][0]["dir"]).heldout() if runs else None
     rows = []
     for entry, run in zip(state["links"], runs, strict=True):
         link_dir = chain_dir / entry["dir"]
-        heldout = pd.read_csv(link_dir / "heldout.csv", dtype={"relative_path": str})
+        heldout = RunDir(link_dir).heldout()
         profile = profile_onnx(link_dir / "student.onnx", input_size=run["student"]["size"], batch_sizes=(1,),
                                budget_s=0.2)
         to_parent = run["fidelity_to_parent"] if entry["parent"] else run["fidelity"]  # link 0's parent: the teacher

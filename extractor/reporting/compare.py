@@ -8,6 +8,7 @@ from typing import Sequence
 import pandas as pd
 
 from extractor.result import Result
+from extractor.run_dir import RunDir
 
 COLUMNS = ("run", "student", "augment", "views", "queries", "fidelity", "macro_agreement", "kappa",
            "majority_baseline", "ceiling_share")
@@ -21,10 +22,10 @@ def query_cost(run: dict) -> int:
 def efficiency_points(run_dir: Path, runs: Sequence[Path]) -> list[dict]:
     """(queries, fidelity) of each of ``runs`` that shares ``run_dir``'s teacher and preprocessing, or [] when
     fewer than two do (one point says nothing about efficiency)."""
-    own = json.loads((run_dir / "run.json").read_text())
+    own = RunDir(run_dir).run()
     points = []
     for other in dict.fromkeys([run_dir, *runs]):
-        run = json.loads((other / "run.json").read_text())
+        run = RunDir(other).run()
         if (run["teacher"]["fingerprint"], run["preprocess_fingerprint"]) != \
                 (own["teacher"]["fingerprint"], own["preprocess_fingerprint"]):
             continue
@@ -37,7 +38,7 @@ def compare_runs(reports: Sequence[dict], out: Path) -> Result:
     """One row per run from each run's report data; writes ``out/comparison.{md,csv,json}``."""
     rows = []
     for data in reports:
-        run = json.loads((Path(data["run"]) / "run.json").read_text())
+        run = RunDir(Path(data["run"])).run()
         policy = run.get("augment_policy") or {}
         rows.append({"run": data["run"], "student": data["student"]["architecture"],
                      "augment": ",".join(run.get("augment") or []) or "none",

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from extractor.reporting.agreement import agreement_metrics
-from extractor.schemes.chain import CHAIN_FILE
 from extractor.reporting.chain_report import build_chain_report
 from extractor.reporting.compare import efficiency_points
 from extractor.errors import ConfigError
@@ -18,6 +17,7 @@ from extractor.reporting.profile import ModelProfile, profile_onnx
 from extractor.reporting.remote_profile import remote_profile
 from extractor.result import Result
 from extractor.reporting.variants import find_variants, variant_rows, variants_markdown
+from extractor.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,11 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
         peers: other runs reported with this one; those of the same teacher and preprocessing are points of
             report.png's query-efficiency panel.
     """
-    if (run_dir / CHAIN_FILE).exists():
+    if RunDir(run_dir).is_chain:
         return build_chain_report(run_dir, teacher_profile=_teacher_profile, accuracy=lambda run, heldout, column: _accuracy(
             heldout[column], _truth_column(heldout, ground_truth), _class_names(run, class_names)))
-    run = json.loads((run_dir / "run.json").read_text())
-    heldout = pd.read_csv(run_dir / "heldout.csv", dtype={"relative_path": str})
+    run = RunDir(run_dir).run()
+    heldout = RunDir(run_dir).heldout()
     names = _class_names(run, class_names)
     student = profile_onnx(run_dir / "student.onnx", input_size=run["student"]["size"], batch_sizes=BATCH_SIZES)
     teacher = _teacher_profile(run)

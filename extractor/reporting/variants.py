@@ -1,7 +1,6 @@
 """The quantized variants of a run (written by `extractor quantize`): found on disk, measured, as report rows."""
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import pandas as pd
 
 from extractor.errors import ConfigError
 from extractor.reporting.profile import profile_onnx
+from extractor.run_dir import RUN_FILE, RunDir
 
 _ORDER = {"fp32": 0, "int8": 1, "ternary": 2, "binary": 3}
 
@@ -16,10 +16,10 @@ _ORDER = {"fp32": 0, "int8": 1, "ternary": 2, "binary": 3}
 def find_variants(run_dir: Path) -> list[tuple[Path, dict]]:
     """(directory, run.json) of every variant in or under ``run_dir``, fp32 -> int8 -> ternary -> binary."""
     found = []
-    for path in run_dir.rglob("run.json"):
+    for path in run_dir.rglob(RUN_FILE):
         if path.parent == run_dir:
             continue
-        run = json.loads(path.read_text())
+        run = RunDir(path.parent).run()
         if "variant" in run:
             found.append((path.parent, run))
     return sorted(found, key=lambda item: (_ORDER[item[1]["variant"]["kind"]], item[1]["variant"]["name"], str(item[0])))
@@ -63,7 +63,7 @@ def _agreement(a: pd.Series, b: pd.Series) -> float | None:
 
 
 def _aligned_predictions(directory: Path, heldout: pd.DataFrame) -> pd.Series:
-    frame = pd.read_csv(directory / "heldout.csv", dtype={"relative_path": str})
+    frame = RunDir(directory).heldout()
     if list(frame["digest"]) != list(heldout["digest"]):
         raise ConfigError(f"{directory} was scored on other held-out images than its run; quantize the run again")
     return frame["student_label"].set_axis(heldout.index)

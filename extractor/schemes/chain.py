@@ -16,7 +16,6 @@ a rerun of the same command skips them, resumes a child from its last checkpoint
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -27,10 +26,8 @@ from extractor.config import TeacherChoice, TrainConfig
 from extractor.errors import ConfigError, InputNotFound
 from extractor.result import Result
 from extractor.students.config import HintConfig
+from extractor.run_dir import CHAIN_FILE, RESULT_FILES, RUN_FILE, RunDir
 
-CHAIN_FILE = "chain.json"
-PROMOTED = ("student.onnx", "best.pt", "heldout.csv", "metrics.jsonl", "config.json", "run.json")
-"""What the best child leaves in its link's directory; run.json last, so it marks a complete copy."""
 _IDENTITY = ("store", "teachers", "distill", "optim", "augment", "heldout", "split_by")
 """The training settings a rerun of a chain must repeat."""
 
@@ -125,35 +122,29 @@ def run_chain(cfg: ChainConfig) -> Result:
         parent = out / state["links"][-1]["dir"] if state["links"] else None
         state["links"].append(_train_link(cfg, index, link, parent))
         state["stopped_at"] = stop_index([entry["fidelity"] for entry in state["links"]], cfg.stop_drop)
-        _write_state(out, state)
+        RunDir(out).write_chain_state(state)
     state["status"] = "stopped" if state["stopped_at"] is not None else "done"
-    _write_state(out, state)
+    RunDir(out).write_chain_state(state)
     return Result(state, _summary(state, cfg))
-
-
-def chain_runs(chain_dir: Path) -> list[Path]:
-    """The run directories of a chain's finished links, first to last."""
-    state = json.loads((chain_dir / CHAIN_FILE).read_text())
-    return [chain_dir / entry["dir"] for entry in state["links"]]
 
 
 def _train_link(cfg: ChainConfig, index: int, link: Link, parent: Path | None) -> dict:
     """Trains (or resumes, or reads) every child of one link and promotes the best into the link's directory."""
-    from extractor.training.pipeline import train_student
+    from extractor.training.recipe import train_student
 
     link_dir = cfg.train.out / link.directory(index)
     children = []
     for offset in range(cfg.children):
         seed = cfg.train.optim.seed + offset
         out = link_dir / f"seed{seed}"
-        if not (out / "run.json").exists():
+        if not RunDir(out).is_finished:
             train_student(_child_config(cfg, link, out, seed, parent))
-        run = json.loads((out / "run.json").read_text())
+        run = RunDir(out).run()
         children.append({"seed": seed, "dir": out.name, "fidelity": run["fidelity"],
                          "fidelity_to_parent": run["fidelity_to_parent"], "train_seconds": run["train_seconds"]})
     best = max(children, key=lambda child: child["fidelity"])  # the first of equals: the lowest seed
-    (link_dir / "run.json").unlink(missing_ok=True)
-    for name in PROMOTED:
+    (link_dir / RUN_FILE).unlink(missing_ok=True)
+    for name in RESULT_FILES:  # the best child's results, run.json last: it marks a complete copy
         shutil.copy2(link_dir / best["dir"] / name, link_dir / name)
     return {"index": index, "dir": link_dir.name, "architecture": link.architecture, "width": link.width,
             "parent": parent.name if parent else None, "chosen": best["dir"], "fidelity": best["fidelity"],
@@ -163,7 +154,7 @@ def _train_link(cfg: ChainConfig, index: int, link: Link, parent: Path | None) -
 def _child_config(cfg: ChainConfig, link: Link, out: Path, seed: int, parent: Path | None) -> TrainConfig:
     train = cfg.train
     student = replace(train.student, architecture=link.architecture, width=link.width)
-    return replace(train, out=out, student=student, resume=(out / "last.pt").exists(),
+    return replace(train, out=out, student=student, resume=RunDir(out).has_checkpoint,
                    optim=replace(train.optim, seed=seed, lr=student.default_lr if cfg.lr is None else cfg.lr),
                    teachers=train.teachers if parent is None else (TeacherChoice(run=parent),),
                    hint=cfg.hint if parent is not None else None)
@@ -176,26 +167,19 @@ def _open_state(cfg: ChainConfig) -> dict:
         ConfigError: when the directory holds a chain with other settings, or something else.
     """
     out = cfg.train.out
-    path = out / CHAIN_FILE
     identity = json.loads(json.dumps(cfg.identity(), default=str))
-    if path.exists():
-        state = json.loads(path.read_text())
+    if RunDir(out).is_chain:
+        state = RunDir(out).chain_state()
         if state["config"] != identity:
             raise ConfigError(f"{out} holds a chain with other settings; rerun it with the flags it was started "
-                              f"with (see {path}) or choose a new --out")
+                              f"with (see {out / CHAIN_FILE}) or choose a new --out")
         return state
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no chain; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     state = {"config": identity, "links": [], "stopped_at": None, "status": "running", "started": time.time()}
-    _write_state(out, state)
+    RunDir(out).write_chain_state(state)
     return state
-
-
-def _write_state(out: Path, state: dict) -> None:
-    partial = out / (CHAIN_FILE + ".partial")
-    partial.write_text(json.dumps(state, indent=2))
-    os.replace(partial, out / CHAIN_FILE)
 
 
 def _summary(state: dict, cfg: ChainConfig) -> str:

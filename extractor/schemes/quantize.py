@@ -17,7 +17,6 @@ config), from the teacher's stored answers only.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,11 +24,13 @@ from typing import TYPE_CHECKING
 
 from extractor.errors import ConfigError, InputNotFound
 from extractor.result import Result
+from extractor.run_dir import RunDir
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
     from extractor.config import TrainConfig
+    from extractor.students.trainer import Trainer
     from extractor.training.pipeline import TrainData, TrainResult
 
 VARIANT_KINDS = {1: "binary", 2: "ternary", 8: "int8"}
@@ -104,7 +105,6 @@ class QuantizeConfig:
 
 def run_quantize(cfg: QuantizeConfig) -> Result:
     """Builds the variant described by ``cfg`` and returns its summary."""
-    import torch
 
     from extractor.students.config import DistillConfig, OptimConfig
     from extractor.students.zoo import build_student
@@ -112,7 +112,7 @@ def run_quantize(cfg: QuantizeConfig) -> Result:
 
     started = time.perf_counter()
     run = _parent_run(cfg.run)
-    if (cfg.out_dir / "run.json").exists() or (cfg.out_dir / "last.pt").exists():
+    if RunDir(cfg.out_dir).is_finished or RunDir(cfg.out_dir).has_checkpoint:
         raise ConfigError(f"{cfg.out_dir} already holds a variant or a run; delete it or choose another --out")
     parent_cfg = _parent_train_config(run["config"], cfg)
     train_cfg = replace(parent_cfg, optim=OptimConfig(epochs=cfg.epochs, batch_size=parent_cfg.optim.batch_size,
@@ -122,7 +122,7 @@ def run_quantize(cfg: QuantizeConfig) -> Result:
     data = prepare_data(train_cfg)
     parent = build_student(train_cfg.student.architecture, data.answers.num_classes, data.spec.num_channels,
                            train_cfg.student.width)
-    parent.load_state_dict(torch.load(cfg.run / "best.pt", map_location="cpu", weights_only=True)["model"])
+    parent.load_state_dict(RunDir(cfg.run).best_weights())
     parent.eval()
     variant = {"kind": VARIANT_KINDS[cfg.bits], "name": cfg.name, "bits": cfg.bits,
                "activation_bits": 8 if cfg.bits == 8 else cfg.activations,
@@ -144,11 +144,7 @@ def run_quantize(cfg: QuantizeConfig) -> Result:
 
 
 def _parent_run(run_dir: Path) -> dict:
-    path = run_dir / "run.json"
-    if not path.exists() or not (run_dir / "best.pt").exists():
-        raise InputNotFound(f"{run_dir} is not a finished training run (no run.json and best.pt); "
-                            "run `extractor train` first")
-    run = json.loads(path.read_text())
+    run = RunDir(run_dir).require_finished("quantize").run()
     if "widths" in run:
         raise ConfigError(f"{run_dir} is a slimmable run; quantize applies to a run with one student")
     if "variant" in run:
@@ -204,29 +200,48 @@ def _int8(cfg: QuantizeConfig, train_cfg: TrainConfig, data: TrainData, parent: 
 def _trained(cfg: QuantizeConfig, train_cfg: TrainConfig, data: TrainData, parent: nn.Module, variant: dict,
              started: float) -> tuple[TrainResult, dict]:
     """Binary or ternary: swap the layers, train on the seam, freeze, pack, export what the packed file holds."""
-    import torch
+    from extractor.training.recipe import run_scheme
 
-    from extractor.students.packed import Architecture, load_packed, pack
-    from extractor.students.quant import QuantSpec, freeze, quantize_layers
-    from extractor.students.tasks import DistillTask, QuantizeTask
-    from extractor.students.zoo import build_student
-    from extractor.training.pipeline import finish, fit
+    scheme = _QuantizeScheme(cfg, parent, variant)
+    return run_scheme(train_cfg, scheme, data), scheme.variant
 
-    torch.manual_seed(cfg.seed)
-    arch = Architecture(train_cfg.student.architecture, data.answers.num_classes, data.spec.num_channels,
-                        train_cfg.student.width)
-    student = (copy.deepcopy(parent) if cfg.initialised_from_parent
-               else build_student(arch.architecture, arch.num_classes, arch.in_channels, arch.width))
-    spec = QuantSpec(bits=cfg.bits, binary_activations=cfg.activations == 1)
-    layers = quantize_layers(student, spec)
-    task = (QuantizeTask(student, parent, train_cfg.distill, cfg.parent_weight) if cfg.distill
-            else DistillTask(student, train_cfg.distill))
-    trainer = fit(train_cfg, task, data)
-    student.load_state_dict(torch.load(train_cfg.out / "best.pt", map_location="cpu", weights_only=True)["model"])
-    packed_path = train_cfg.out / "student.packed"
-    size = pack(freeze(student.cpu()), arch, spec, packed_path)
-    variant = {**variant, "size_bytes": size, "size_file": "student.packed", "quantized_layers": len(layers),
-               "parent_weight": cfg.parent_weight if cfg.distill else 0.0, **asdict(spec)}
-    result = finish(train_cfg, data, load_packed(packed_path), epochs=trainer.state.epoch, started=started,
-                    extra={"variant": variant})
-    return result, variant
+
+class _QuantizeScheme:
+    """The recipe's task and export for a binary or ternary variant of ``parent``."""
+
+    def __init__(self, cfg: QuantizeConfig, parent: nn.Module, variant: dict) -> None:
+        from extractor.students.quant import QuantSpec
+
+        self.cfg, self.parent, self.variant = cfg, parent, variant
+        self.spec = QuantSpec(bits=cfg.bits, binary_activations=cfg.activations == 1)
+        self.layers = 0
+
+    def task(self, train_cfg: TrainConfig, data: TrainData) -> tuple[nn.Module, nn.Module]:
+        from extractor.students.quant import quantize_layers
+        from extractor.students.tasks import DistillTask, QuantizeTask
+        from extractor.students.zoo import build_student
+
+        cfg = self.cfg
+        student = (copy.deepcopy(self.parent) if cfg.initialised_from_parent
+                   else build_student(train_cfg.student.architecture, data.answers.num_classes,
+                                      data.spec.num_channels, train_cfg.student.width))
+        self.layers = len(quantize_layers(student, self.spec))
+        task = (QuantizeTask(student, self.parent, train_cfg.distill, cfg.parent_weight) if cfg.distill
+                else DistillTask(student, train_cfg.distill))
+        return task, student
+
+    def export(self, train_cfg: TrainConfig, data: TrainData, student: nn.Module, trainer: Trainer,
+               started: float) -> TrainResult:
+        from extractor.students.packed import Architecture, load_packed, pack
+        from extractor.students.quant import freeze
+        from extractor.training.pipeline import finish
+
+        arch = Architecture(train_cfg.student.architecture, data.answers.num_classes, data.spec.num_channels,
+                            train_cfg.student.width)
+        packed_path = train_cfg.out / "student.packed"
+        size = pack(freeze(student.cpu()), arch, self.spec, packed_path)
+        self.variant = {**self.variant, "size_bytes": size, "size_file": "student.packed",
+                        "quantized_layers": self.layers,
+                        "parent_weight": self.cfg.parent_weight if self.cfg.distill else 0.0, **asdict(self.spec)}
+        return finish(train_cfg, data, load_packed(packed_path), epochs=trainer.state.epoch, started=started,
+                      extra={"variant": self.variant})

@@ -1,8 +1,7 @@
-"""Training one slimmable student at several widths: ``training``'s steps around an ``InplaceDistillTask``,
+"""Training one slimmable student at several widths: the shared recipe around an ``InplaceDistillTask``,
 then BatchNorm recalibration and one checked ONNX file per width."""
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 
 import pandas as pd
@@ -14,7 +13,9 @@ from extractor.students.export import export_onnx
 from extractor.students.slimmable import build_slimmable, recalibrate_batchnorm, to_plain
 from extractor.students.tasks import InplaceDistillTask
 from extractor.students.zoo import count_parameters
-from extractor.training.pipeline import TrainData, TrainResult, finish, fit, onnx_predictions, prepare_data
+from extractor.students.trainer import Trainer
+from extractor.training.pipeline import TrainData, TrainResult, finish, onnx_predictions
+from extractor.training.recipe import run_scheme
 
 
 def width_onnx_name(width: float) -> str:
@@ -31,33 +32,39 @@ def train_slimmable(cfg: TrainConfig) -> TrainResult:
     held-out predictions (column ``w{width}``), in heldout.csv's row order. The checkpoint kept is the
     one with the best held-out fidelity of the widest width.
     """
-    slim = cfg.slimmable
-    if slim is None:
+    if cfg.slimmable is None:
         raise ValueError("train_slimmable needs cfg.slimmable")
-    started = time.perf_counter()
-    data = prepare_data(cfg)
-    torch.manual_seed(cfg.optim.seed)
-    student = build_slimmable(cfg.student.architecture, data.answers.num_classes, data.spec.num_channels,
-                              slim.widths)
-    trainer = fit(cfg, InplaceDistillTask(student, cfg.distill, slim), data)
-    student.load_state_dict(torch.load(cfg.out / "best.pt", map_location="cpu", weights_only=True)["model"])
-    student.cpu()
-    recalibrate_batchnorm(student, _calibration_inputs(data, slim.calibration_images, cfg.optim.seed))
-    widths, predictions = [], {}
-    for width in slim.widths:
-        plain = to_plain(student, width)
-        path = cfg.out / width_onnx_name(width)
-        diff = export_onnx(plain, path, data.spec.num_channels, data.spec.size)
-        predicted = onnx_predictions(path, data.heldout, data.inputs)
-        predictions[f"w{float(width)}"] = predicted
-        widths.append({"width": width, "onnx": path.name, "params": count_parameters(plain),
-                       "fidelity": float((predicted == data.heldout.labels.numpy()).mean()),
-                       "onnx_max_abs_diff": diff})
-    pd.DataFrame({"relative_path": [data.answers.relative_paths[i] for i in data.held_rows],
-                  "teacher_label": data.answers.labels[data.held_rows], **predictions}).to_csv(
-        cfg.out / "heldout_widths.csv", index=False)
-    return finish(cfg, data, to_plain(student, slim.widths[0]), epochs=trainer.state.epoch, started=started,
-                  extra={"slimmable": asdict(slim), "widths": widths})
+    return run_scheme(cfg, SlimmableScheme())
+
+
+class SlimmableScheme:
+    """One switchable-BatchNorm student trained in place at every width; one checked ONNX file per width."""
+
+    def task(self, cfg: TrainConfig, data: TrainData) -> tuple[torch.nn.Module, torch.nn.Module]:
+        student = build_slimmable(cfg.student.architecture, data.answers.num_classes, data.spec.num_channels,
+                                  cfg.slimmable.widths)
+        return InplaceDistillTask(student, cfg.distill, cfg.slimmable), student
+
+    def export(self, cfg: TrainConfig, data: TrainData, student: torch.nn.Module, trainer: Trainer,
+               started: float) -> TrainResult:
+        slim = cfg.slimmable
+        student.cpu()
+        recalibrate_batchnorm(student, _calibration_inputs(data, slim.calibration_images, cfg.optim.seed))
+        widths, predictions = [], {}
+        for width in slim.widths:
+            plain = to_plain(student, width)
+            path = cfg.out / width_onnx_name(width)
+            diff = export_onnx(plain, path, data.spec.num_channels, data.spec.size)
+            predicted = onnx_predictions(path, data.heldout, data.inputs)
+            predictions[f"w{float(width)}"] = predicted
+            widths.append({"width": width, "onnx": path.name, "params": count_parameters(plain),
+                           "fidelity": float((predicted == data.heldout.labels.numpy()).mean()),
+                           "onnx_max_abs_diff": diff})
+        pd.DataFrame({"relative_path": [data.answers.relative_paths[i] for i in data.held_rows],
+                      "teacher_label": data.answers.labels[data.held_rows], **predictions}).to_csv(
+            cfg.out / "heldout_widths.csv", index=False)
+        return finish(cfg, data, to_plain(student, slim.widths[0]), epochs=trainer.state.epoch, started=started,
+                      extra={"slimmable": asdict(slim), "widths": widths})
 
 
 def _calibration_inputs(data: TrainData, count: int, seed: int) -> list[torch.Tensor]:

@@ -109,11 +109,7 @@ def stored_views(store: LabelStore, answers: TeacherAnswers, limit: int | None =
 
 def student_spec(spec_data: dict, size: int) -> PreprocessSpec:
     """The teacher's crop, channels and pixel statistics at the student's input size."""
-    transform = {key: value for key, value in spec_data["transform"].items() if key != "version"}
-    for key in ("mean", "std"):
-        if key in transform:
-            transform[key] = tuple(transform[key])
-    return PreprocessSpec(**transform).with_size(size)
+    return PreprocessSpec.from_data(spec_data["transform"]).with_size(size)
 
 
 def decode_once(answers: TeacherAnswers, requests: list[LoadRequest], cache_dir: Path, *, workers: int,

@@ -203,18 +203,13 @@ def _budget(store: LabelStore, identity: str, cfg: ProbeConfig) -> int | None:
 
 def _label_inputs(spec_data: dict) -> tuple[PreprocessSpec, FaceSpec, object | None]:
     """The teacher's preprocessing, face settings and detector, rebuilt from the stored spec."""
-    transform = {key: value for key, value in spec_data["transform"].items() if key != "version"}
-    for key in ("mean", "std"):
-        if key in transform:
-            transform[key] = tuple(transform[key])
-    faces_data = spec_data.get("faces") or {}
-    faces = FaceSpec(**{k: v for k, v in faces_data.items() if k not in ("version", "template")})
+    faces = FaceSpec.from_data(spec_data.get("faces"))
     detector = None
     if faces.mode != "none":
         from extractor.datasets.faces import FaceDetector  # facenet-pytorch: only for face stores
 
         detector = FaceDetector()
-    return PreprocessSpec(**transform), faces, detector
+    return PreprocessSpec.from_data(spec_data["transform"]), faces, detector
 
 
 def _measure(store: LabelStore, answers: TeacherAnswers, fingerprints: dict[str, str], sample: list[str],

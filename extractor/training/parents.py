@@ -8,7 +8,6 @@ that a child's held-out fidelity is measured against, down a chain of any length
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from extractor.labeling.preprocess import preprocess_fingerprint, spec_data_of
 from extractor.training.answers import student_spec
 from extractor.store.label_store import LabelStore
 from extractor.teachers.onnx import OnnxTeacher
+from extractor.run_dir import STUDENT_ONNX, RunDir
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -34,7 +34,7 @@ class RunTeacher(OnnxTeacher):
     that answers of runs are told apart from a black box's (``pool.select_answers``)."""
 
     def __init__(self, run_dir: Path) -> None:
-        super().__init__(run_dir / "student.onnx", output_policy="logits")
+        super().__init__(run_dir / STUDENT_ONNX, output_policy="logits")
         self.run_dir = run_dir
 
     def describe(self) -> dict:
@@ -57,10 +57,7 @@ class ParentRun:
             InputNotFound: when it holds no run.json or student.onnx.
         """
         path = Path(path)
-        if not (path / "run.json").is_file() or not (path / "student.onnx").is_file():
-            raise InputNotFound(f"{path} is not a finished training run (no run.json and student.onnx); "
-                                "a parent must be a directory written by `extractor train`")
-        return cls(path, json.loads((path / "run.json").read_text()))
+        return cls(path, RunDir(path).require_finished("a parent").run())
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -120,15 +117,11 @@ def load_parent_student(parent: ParentRun, num_classes: int, in_channels: int) -
     Raises:
         ConfigError: for a quantized variant or a slimmable run, whose weights are not a plain zoo student.
     """
-    import torch
-
     from extractor.students.zoo import build_student
 
     if "variant" in parent.run or "widths" in parent.run:
         raise ConfigError(f"--hint needs a plain run as parent; {parent.path} is a quantized or slimmable run")
-    if not (parent.path / "best.pt").is_file():
-        raise InputNotFound(f"{parent.path}/best.pt is missing: --hint needs the parent's torch weights")
     student = parent.run["student"]
     model = build_student(student["architecture"], num_classes, in_channels, student["width"])
-    model.load_state_dict(torch.load(parent.path / "best.pt", map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(RunDir(parent.path).best_weights())
     return model.eval().requires_grad_(False)

@@ -1,13 +1,12 @@
 """The training job: stored teacher answers -> decoded-once tensors -> task -> student -> checked ONNX file.
 
-Its steps are reusable: ``prepare_data`` (answers, split, tensors), ``fit`` (any task on the trainer)
-and ``finish`` (export, held-out check through the ONNX file, run.json). ``train_student`` is plain
-distillation; other schemes build their own task between the same steps.
+Its steps: ``prepare_data`` (answers, split, tensors), ``fit`` (any task on the trainer) and ``finish``
+(export, held-out check through the ONNX file, run.json); ``extractor.training.recipe`` runs them in order
+for every scheme.
 """
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import time
@@ -27,8 +26,9 @@ from extractor.datasets.splits import heldout_mask
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
 from extractor.fingerprint import detector_fingerprint
+from extractor.run_dir import HELDOUT_FILE, LAST_CHECKPOINT, METRICS_FILE, STUDENT_ONNX, RunDir
 from extractor.training.invariance import STORED, ProbeResult, choose_policy, run_probe
-from extractor.training.parents import ParentRun, label_with_parent, load_parent_student
+from extractor.training.parents import ParentRun, label_with_parent
 from extractor.training.answers import TeacherAnswers, decode_once, select_answers, stored_views, student_spec
 from extractor.store.label_store import LabelStore
 from extractor.students.batches import DistilTensors, InputConfig, normalize
@@ -42,9 +42,8 @@ from extractor.students.hooks import (
     resume,
 )
 from extractor.students.losses import combine_teachers, distillation_loss
-from extractor.students.tasks import DistillTask, HintTask
 from extractor.students.trainer import Trainer, build_optimizer
-from extractor.students.zoo import build_student, count_parameters
+from extractor.students.zoo import count_parameters
 from extractor.training.views import with_views
 
 log = logging.getLogger(__name__)
@@ -99,34 +98,6 @@ class TrainData:
     """Training rows that are augmented views the teacher answered for."""
     view_queries: int = 0
     """Stored answers about augmented views of these images (held-out ones too): what the views cost."""
-
-
-def train_student(cfg: TrainConfig) -> TrainResult:
-    """Trains a student on the teachers' stored answers and exports it to ``cfg.out/student.onnx``."""
-    started = time.perf_counter()
-    data = prepare_data(cfg)
-    torch.manual_seed(cfg.optim.seed)
-    student = build_student(cfg.student.architecture, data.answers.num_classes, data.spec.num_channels,
-                            cfg.student.width)
-    task = DistillTask(student, cfg.distill) if cfg.hint is None else _hint_task(cfg, data, student)
-    trainer = fit(cfg, task, data)
-    student.load_state_dict(torch.load(cfg.out / "best.pt", map_location="cpu", weights_only=True)["model"])
-    extra = None
-    if isinstance(task, HintTask):
-        extra = {"hint": {**task.describe(), "parent": str(data.parents[0][0].path),
-                          "last_step_hint": trainer.state.losses.get("hint")}}
-    return finish(cfg, data, student, epochs=trainer.state.epoch, started=started, extra=extra)
-
-
-def _hint_task(cfg: TrainConfig, data: TrainData, student: torch.nn.Module) -> HintTask:
-    """The first parent run's student as a frozen white box, hinting ``student`` (``cfg.hint``)."""
-    parent = data.parents[0][0]
-    if parent.run["student"]["size"] != data.spec.size:
-        raise ConfigError(f"--hint: the parent {parent.path} sees {parent.run['student']['size']} px inputs, this "
-                          f"student {data.spec.size} px; pass --size {parent.run['student']['size']}")
-    module = load_parent_student(parent, data.answers.num_classes, data.spec.num_channels)
-    return HintTask(student, module, cfg.distill, cfg.hint,
-                    input_shape=(data.spec.num_channels, data.spec.size, data.spec.size))
 
 
 def cpu_threads() -> int:
@@ -214,18 +185,18 @@ def fit(cfg: TrainConfig, task: torch.nn.Module, data: TrainData) -> Trainer:
     loss_fn = functools.partial(distillation_loss, cfg=cfg.distill)
     optimizer, scheduler = build_optimizer(task, cfg.optim, -(-train_data.num_images // cfg.optim.batch_size))
     hooks = [LRScheduleHook(scheduler), EvalHook(data.heldout, data.inputs, 256, loss_fn),
-             MetricsHook(cfg.out / "metrics.jsonl"), CheckpointHook(cfg.out), ProgressHook(quiet=cfg.quiet)]
+             MetricsHook(cfg.out / METRICS_FILE), CheckpointHook(cfg.out), ProgressHook(quiet=cfg.quiet)]
     trainer = Trainer(task, optimizer, train_data, hooks, epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size,
                       seed=cfg.optim.seed, inputs=data.inputs, mixed_precision=device.type == "cuda")
-    if cfg.resume and (cfg.out / "last.pt").exists():
-        resume(trainer, cfg.out / "last.pt")
+    if cfg.resume and RunDir(cfg.out).has_checkpoint:
+        resume(trainer, cfg.out / LAST_CHECKPOINT)
         log.info("resuming %s at epoch %d", cfg.out, trainer.state.epoch)
     trainer.train()
     return trainer
 
 
 def finish(cfg: TrainConfig, data: TrainData, student: torch.nn.Module, *, epochs: int, started: float,
-           onnx_name: str = "student.onnx", extra: dict | None = None) -> TrainResult:
+           onnx_name: str = STUDENT_ONNX, extra: dict | None = None) -> TrainResult:
     """Exports ``student`` to ``cfg.out/onnx_name`` and records it (``record``)."""
     student = student.cpu().eval()
     onnx_path = cfg.out / onnx_name
@@ -267,7 +238,7 @@ def record(cfg: TrainConfig, data: TrainData, onnx_path: Path, *, params: int, e
                     for (parent, taught), agreement in zip(data.parents, to_parents, strict=True)],
         "fidelity_to_parent": to_parents[0] if to_parents else None, **(extra or {}),
     }
-    (cfg.out / "run.json").write_text(json.dumps(run, indent=2, default=str))
+    RunDir(cfg.out).write_run(run)
     return TrainResult(cfg.out, fidelity, epochs, len(data.train_rows), len(data.held_rows), seconds, diff,
                        cfg.student.architecture, to_parents[0] if to_parents else None, data.policy or None,
                        run["invariance"])
@@ -304,10 +275,9 @@ def _common_images(chosen: list[TeacherAnswers]) -> list[TeacherAnswers]:
 def _check_run_dir(cfg: TrainConfig) -> None:
     if not cfg.store.exists():
         raise InputNotFound(f"--store {cfg.store} does not exist; run `extractor label` first")
-    if (cfg.out / "last.pt").exists() and not cfg.resume:
+    if RunDir(cfg.out).has_checkpoint and not cfg.resume:
         raise ConfigError(f"{cfg.out} already holds a training run; pass --resume to continue it or choose a new --out")
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "config.json").write_text(json.dumps(cfg.as_data(), indent=2))
+    RunDir(cfg.out).write_config(cfg.as_data())
 
 
 def _load_requests(store: LabelStore, answers: TeacherAnswers, spec: PreprocessSpec) -> list[LoadRequest]:
@@ -315,7 +285,7 @@ def _load_requests(store: LabelStore, answers: TeacherAnswers, spec: PreprocessS
     faces_data = answers.spec_data.get("faces")
     if not faces_data:
         return [LoadRequest(path, digest, spec) for path, digest in zip(answers.paths, answers.digests)]
-    face = FaceSpec(**{k: v for k, v in faces_data.items() if k not in ("version", "template")})
+    face = FaceSpec.from_data(faces_data)
     stored = store.detections(detector_fingerprint(answers.spec_data["detector"]), answers.digests)
     return [LoadRequest(path, digest, spec, face, Detection.from_json(stored[digest]) if stored.get(digest) else None)
             for path, digest in zip(answers.paths, answers.digests)]
@@ -351,7 +321,7 @@ def _write_heldout(out: Path, answers: TeacherAnswers, rows: np.ndarray, predict
         "teacher_label": answers.labels[rows],
         "student_label": predicted,
         **({"parent_label": parent_labels} if parent_labels is not None else {}),
-    }).to_csv(out / "heldout.csv", index=False)
+    }).to_csv(out / HELDOUT_FILE, index=False)
 
 
 def _check_same_split(cfg: TrainConfig, parent: ParentRun) -> None:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from extractor.schemes.chain import CHAIN_FILE, PROMOTED, ChainConfig, Link, run_chain, stop_index
+from extractor.run_dir import CHAIN_FILE, RESULT_FILES
+from extractor.schemes.chain import ChainConfig, Link, run_chain, stop_index
 from extractor.config import TrainConfig
 from extractor.errors import ConfigError
 from extractor.students.config import HintConfig
@@ -51,7 +52,7 @@ def test_a_rerun_must_repeat_the_chain_but_not_its_progress_flags():
 def finished_child(directory: Path, fidelity: float) -> None:
     """A child run as `extractor train` leaves it (the chain reads run.json and copies the files)."""
     directory.mkdir(parents=True)
-    for name in PROMOTED:
+    for name in RESULT_FILES:
         (directory / name).write_text(f"{name} of {directory.name}")
     (directory / "run.json").write_text(json.dumps({"fidelity": fidelity, "fidelity_to_parent": None,
                                                     "train_seconds": 1.0}))

@@ -14,7 +14,8 @@ from extractor.labeling.preprocess import job_identity, preprocess_fingerprint, 
 from extractor.store.label_store import LabelStore
 from extractor.students.config import DistillConfig, OptimConfig, StudentConfig
 from extractor.teachers.onnx import OnnxTeacher
-from extractor.training.pipeline import prepare_data, train_student
+from extractor.training.pipeline import prepare_data
+from extractor.training.recipe import train_student
 from tests.images import write_jpegs
 from tests.models import linear_classifier
 
