@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
 CHAIN_FILE = "chain.json"
+REPORT_FILE = "report.json"
 HELDOUT_FILE = "heldout.csv"
 METRICS_FILE = "metrics.jsonl"
 BEST_CHECKPOINT = "best.pt"
@@ -67,6 +68,10 @@ class RunDir:
 
     def write_run(self, data: dict[str, Any]) -> None:
         _write_atomic(self.path / RUN_FILE, json.dumps(data, indent=2, default=str))
+
+    def report(self) -> dict[str, Any]:
+        """``report.json``, written by `extractor report`."""
+        return json.loads((self.path / REPORT_FILE).read_text())
 
     def config(self) -> dict[str, Any] | None:
         """``config.json`` as written when the run began, or None."""

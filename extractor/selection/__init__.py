@@ -1,0 +1,1 @@
+"""Choosing which images to buy next: strategies that score the pool with a trained student."""
