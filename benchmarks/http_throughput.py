@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(ROOT))
 
-from extractor.teachers.http.teacher import HttpConfig, HttpTeacher  # noqa: E402
+from extractor.teachers.http.config import HttpConfig  # noqa: E402
+from extractor.teachers.http.teacher import HttpTeacher  # noqa: E402
 from tests.servers.model_server import tiny_classifier  # noqa: E402
 
 FORMATS = ("binary", "json")

@@ -61,8 +61,14 @@ class LabelConfig:
     """What a budget buys first: "digest" (a seeded uniform sample) or "path" (the first files by path)."""
     seed: int = 0
     """Seeds the "digest" order; not part of the job's identity."""
+    retry_failed: bool = False
+    """Ask again about images whose earlier answer was invalid (NaN scores, ...); else each is paid for once."""
+    wait_for_store_s: float = 0.0
+    """How long to wait for another job that writes the store (--wait-for-store): 0 stops at once, inf waits."""
 
     def __post_init__(self) -> None:
+        if not self.wait_for_store_s >= 0:
+            raise ConfigError(f"--wait-for-store must be >= 0 seconds (or inf), got {self.wait_for_store_s}")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.executor != "ray" and (self.ray_address is not None or self.ray_actors):

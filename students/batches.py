@@ -174,7 +174,8 @@ def augment(images: torch.Tensor, generator: torch.Generator, cfg: InputConfig) 
     taking a random crop of the original size. The crop (``crop_scale < 1``) takes a square of side
     uniform in [crop_scale, 1] of the image at a random place and resizes it back, nearest pixel, as
     ``datasets.views`` does. Random numbers come from the CPU ``generator`` whatever the images'
-    device, so results do not depend on where training runs.
+    device, so results do not depend on where training runs; only those per-image draws travel (one
+    small copy), and the index maps and the gather are built on the images' device.
 
     Args:
         images: (B, C, H, W) uint8 on any device.
@@ -189,28 +190,34 @@ def augment(images: torch.Tensor, generator: torch.Generator, cfg: InputConfig) 
     shift_y = torch.randint(-pad_y, pad_y + 1, (n, 1), generator=generator)
     shift_x = torch.randint(-pad_x, pad_x + 1, (n, 1), generator=generator)
     flip = torch.rand((n, 1), generator=generator) < 0.5 if cfg.flip else torch.zeros((n, 1), dtype=torch.bool)
-    cols = torch.arange(width).expand(n, width)
-    cols = torch.where(flip, width - 1 - cols, cols)
-    rows = (torch.arange(height) + shift_y).clamp_(0, height - 1)  # (B, H)
-    cols = (cols + shift_x).clamp_(0, width - 1)  # (B, W)
+    draws = [shift_y, shift_x, flip.long()]
     if cfg.crop_scale < 1.0:  # drawn only when used: runs without a crop replay their old random streams
-        rows, cols = _crop(rows, cols, height, width, generator, cfg.crop_scale)
-    flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, height * width).to(images.device)
+        draws += _crop_boxes(n, height, width, generator, cfg.crop_scale)
+    draws = torch.cat(draws, 1).to(images.device)  # (B, 3) or (B, 7) int64: the only host-to-device copy
+    shift_y, shift_x, flip = draws[:, 0:1], draws[:, 1:2], draws[:, 2:3].bool()
+    cols = torch.arange(width, device=images.device).expand(n, width)
+    cols = torch.where(flip, width - 1 - cols, cols)
+    rows = (torch.arange(height, device=images.device) + shift_y).clamp_(0, height - 1)  # (B, H)
+    cols = (cols + shift_x).clamp_(0, width - 1)  # (B, W)
+    if cfg.crop_scale < 1.0:
+        top, left, crop_h, crop_w = draws[:, 3:4], draws[:, 4:5], draws[:, 5:6], draws[:, 6:7]
+        rows = top + ((2 * rows + 1) * crop_h) // (2 * height)
+        cols = left + ((2 * cols + 1) * crop_w) // (2 * width)
+    flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, height * width)
     moved = images.reshape(n, channels, height * width).gather(2, flat.expand(n, channels, height * width))
     return normalize(moved.view(n, channels, height, width), cfg)
 
 
-def _crop(rows: torch.Tensor, cols: torch.Tensor, height: int, width: int, generator: torch.Generator,
-          scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Maps output rows (B, H) and columns (B, W) into a random square crop of each image, resized back."""
-    n = rows.shape[0]
+def _crop_boxes(n: int, height: int, width: int, generator: torch.Generator, scale: float) -> list[torch.Tensor]:
+    """A random square crop per image, as (B, 1) int64 top, left, crop height and crop width; ``augment`` maps
+    output row ``r`` to ``top + ((2r + 1) * crop_h) // (2 * height)`` (nearest pixel), columns alike."""
     u = torch.rand((n, 3), generator=generator, dtype=torch.float64)
     fraction = scale + (1.0 - scale) * u[:, :1]
     crop_h = (fraction * height).round().clamp_(min=1).long()
     crop_w = (fraction * width).round().clamp_(min=1).long()
     top = (u[:, 1:2] * (height - crop_h + 1)).long().clamp_(max=height - crop_h)
     left = (u[:, 2:3] * (width - crop_w + 1)).long().clamp_(max=width - crop_w)
-    return top + ((2 * rows + 1) * crop_h) // (2 * height), left + ((2 * cols + 1) * crop_w) // (2 * width)
+    return [top, left, crop_h, crop_w]
 
 
 def _batch(data: DistilTensors, index: torch.Tensor | slice, inputs: torch.Tensor, device: torch.device) -> Batch:
@@ -230,6 +237,7 @@ def train_batches(data: DistilTensors, batch_size: int, *, seed: int, epoch: int
     generator = epoch_generator(seed, epoch)
     order = torch.randperm(len(data), generator=generator) if data.group is None else \
         _one_view_each(data.group.cpu(), generator)
+    order = order.to(data.images.device)  # one copy per epoch; indexing tensors on a GPU with CPU indices copies
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         images = data.images[index].to(device, non_blocking=True)

@@ -36,7 +36,9 @@ class DistillTask(nn.Module):
     """Plain distillation from the stored answers of one or more black-box teachers.
 
     ``L = CE(teacher_label, P_S) + alpha * T^2 * KL(P_T(T) || P_S(T))`` (``losses.distillation_loss``).
-    Several teachers reach the task already combined into one target (``losses.combine_teachers``).
+    Several teachers reach the task already combined into one target (``losses.combine_teachers``). A top-k
+    answer's KL is over its k + 1 outcomes, the visible classes and the rest, on both sides; the target rows
+    say which (``losses.teacher_log_probs``), so the task needs no switch for it.
     """
 
     def __init__(self, student: nn.Module, cfg: DistillConfig) -> None:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from extractor.errors import ConfigError
 from extractor.teachers.base import Teacher
+from extractor.teachers.http import DEFAULT_MAX_ANSWER_MB
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class TeacherSource:
     teacher: str
     """An .onnx file, or an http(s):// base URL."""
     protocol: str | None = None
-    """Serving protocol for a URL: kserve-v2, kserve-v1, torchserve or json."""
+    """Serving protocol for a URL, one of ``extractor.teachers.http.registry.PROTOCOLS``."""
     model_name: str = ""
     model_version: str | None = None
     headers: tuple[str, ...] = ()
@@ -38,6 +39,8 @@ class TeacherSource:
     """Which named output holds the scores (ONNX, kserve-v2, kserve-v1); None takes the first."""
     tensor_format: str = "auto"
     """kserve-v2: tensors as binary, json, or auto (binary unless the server refuses it)."""
+    max_answer_mb: float = DEFAULT_MAX_ANSWER_MB
+    """The largest HTTP answer body read, in MiB after decompression; a larger one fails its request."""
 
     @property
     def is_http(self) -> bool:
@@ -47,12 +50,15 @@ class TeacherSource:
         if not self.is_http and self.protocol:
             raise ConfigError("--protocol applies to http(s):// teachers; an .onnx file needs none")
         if self.is_http and not self.protocol:
-            raise ConfigError("an http(s):// teacher needs --protocol (kserve-v2, kserve-v1, torchserve or json)")
+            from extractor.teachers.http.registry import PROTOCOLS
+
+            raise ConfigError(f"an http(s):// teacher needs --protocol ({', '.join(PROTOCOLS)})")
         if not self.is_http and self.input_name is not None:
             raise ConfigError("--input-name applies to --protocol kserve-v2; an .onnx file names its own input")
         if not self.is_http and self.tensor_format != "auto":
             raise ConfigError("--tensor-format applies to --protocol kserve-v2; an .onnx file is run here")
-
+        if not self.is_http and self.max_answer_mb != DEFAULT_MAX_ANSWER_MB:
+            raise ConfigError("--max-answer-mb applies to http(s):// teachers; an .onnx file sends no answers")
 
     def as_data(self) -> dict:
         """What reaches this teacher again, as plain data for the store: never a header value (--header
@@ -103,8 +109,9 @@ def open_teacher(source: TeacherSource, *, threads: int | None = None) -> Teache
 
         return OnnxTeacher(source.teacher, output_policy=source.output_policy,  # type: ignore[arg-type]
                            output_name=source.output_name, threads=threads)
-    from extractor.teachers.http.teacher import HttpConfig, HttpTeacher, parse_header, parse_header_env
-    from extractor.teachers.http.codecs import JsonSpec
+    from extractor.teachers.http.config import HttpConfig, parse_header, parse_header_env
+    from extractor.teachers.http.json_spec import JsonSpec
+    from extractor.teachers.http.teacher import HttpTeacher
 
     config = HttpConfig(
         url=source.teacher, protocol=source.protocol or "", model=source.model_name,
@@ -113,7 +120,8 @@ def open_teacher(source: TeacherSource, *, threads: int | None = None) -> Teache
         retries=source.retries, max_rps=source.max_rps, output_policy=source.output_policy,  # type: ignore[arg-type]
         class_names=source.classes, json_spec=JsonSpec.from_file(source.json_spec) if source.json_spec else None,
         batch_size=source.request_batch, input_name=source.input_name, output_name=source.output_name,
-        verify_tls=str(source.ca_bundle) if source.ca_bundle else True, tensor_format=source.tensor_format)
+        verify_tls=str(source.ca_bundle) if source.ca_bundle else True, tensor_format=source.tensor_format,
+        max_answer_mb=source.max_answer_mb)
     return HttpTeacher(config)
 
 

@@ -9,6 +9,7 @@ import typer
 
 from extractor.cli.options import JsonOption, QuietOption, StoreOption, emit
 from extractor.result import Result
+from extractor.teachers.http import DEFAULT_MAX_ANSWER_MB, registry
 
 if TYPE_CHECKING:
     from extractor.datasets.faces import FaceSpec
@@ -30,7 +31,7 @@ def label(
     face_align: Annotated[bool, typer.Option("--face-align", help="Align the eyes to a fixed template.")] = False,
     face_min_score: Annotated[float, typer.Option(help="Detections below this confidence count as no face.")] = 0.9,
     output_policy: Annotated[str, typer.Option(help="auto | logits | probs: what the teacher's scores are.")] = "auto",
-    protocol: Annotated[Optional[str], typer.Option(help="HTTP teachers: kserve-v2 | kserve-v1 | torchserve | json.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help=f"HTTP teachers: {' | '.join(registry.PROTOCOLS)}.")] = None,
     model_name: Annotated[str, typer.Option(help="HTTP teachers: the model's name on the server.")] = "",
     model_version: Annotated[Optional[str], typer.Option(help="HTTP teachers: pin this model version.")] = None,
     header: Annotated[Optional[list[str]], typer.Option(help="'Name: value' request header (secret; repeatable).")] = None,
@@ -42,6 +43,8 @@ def label(
     retries: Annotated[int, typer.Option(help="HTTP teachers: retries on errors, 429 and 5xx.")] = 4,
     max_rps: Annotated[Optional[float], typer.Option(help="HTTP teachers: most requests per second.")] = None,
     request_batch: Annotated[Optional[int], typer.Option(help="HTTP teachers: images per request.")] = None,
+    max_answer_mb: Annotated[float, typer.Option(
+        help="HTTP teachers: largest answer read, in MiB after decompression.")] = DEFAULT_MAX_ANSWER_MB,
     input_name: Annotated[Optional[str], typer.Option(
         help="kserve-v2: the input tensor's name [default: from the model's metadata, else input-0].")] = None,
     output_name: Annotated[Optional[str], typer.Option(
@@ -60,6 +63,11 @@ def label(
     only: Annotated[Optional[Path], typer.Option(
         help="A file of image paths, one per line (`extractor select --out`): label only these.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say how many images would be sent.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help=(
+        "Ask again about images whose answer was invalid (NaN scores, ...); else each is paid for once."))] = False,
+    wait_for_store: Annotated[float, typer.Option(help=(
+        "Seconds to wait while another job writes the store (inf: until it is done); 0 stops at once with "
+        "'store is busy', exit 75."))] = 0.0,
     canary: Annotated[int, typer.Option(help="Re-query this many cached images; warn if answers changed.")] = 0,
     views: Annotated[int, typer.Option(
         help="Views per image: the plain image and K-1 deterministic augmented views, each a query (--budget "
@@ -86,13 +94,14 @@ def label(
                            retries=retries, max_rps=max_rps, request_batch=request_batch,
                            classes=read_classes(classes), json_spec=json_spec, output_policy=output_policy,
                            ca_bundle=ca_bundle, input_name=input_name, output_name=output_name,
-                           tensor_format=tensor_format)
+                           tensor_format=tensor_format, max_answer_mb=max_answer_mb)
     summary = run_label(source, images=images, store=store, size=size, channels=channels, mean=mean, std=std,
                         center_crop=center_crop, faces=face_spec, batch_size=batch_size, workers=workers, concurrency=concurrency,
                         budget=budget, dry_run=dry_run, canary=canary, quiet=quiet or as_json, executor=executor,
                         ray_address=ray_address, ray_actors=ray_actors, views=views,
                         view_augment=tuple(a.strip() for a in view_augment.split(",") if a.strip()),
-                        order=order, seed=seed, only=only)
+                        order=order, seed=seed, only=only,
+                        retry_failed=retry_failed, wait_for_store=wait_for_store)
     emit(summary, as_json)
     if summary.data.get("stopped"):  # the summary says why; the exit status says the job did not finish
         raise typer.Exit(1)
@@ -103,29 +112,27 @@ def run_label(source: TeacherSource, *, images: Path, store: Path, size: int | N
               workers: int, concurrency: int, budget: int | None, dry_run: bool, canary: int,
               quiet: bool, executor: str = "local", ray_address: str | None = None, ray_actors: int = 0,
               views: int = 1, view_augment: tuple[str, ...] = ("flip", "shift"), order: str = "digest",
-              seed: int = 0, only: Path | None = None) -> Result:
-    """Flags -> a label config and an open teacher -> one label job; its summary as a result."""
+              seed: int = 0, only: Path | None = None,
+              retry_failed: bool = False, wait_for_store: float = 0.0) -> Result:
+    """Flags -> a label config -> one label job; its summary as a result."""
     from extractor.config import LabelConfig
-    from extractor.datasets.faces import FaceDetector
     from extractor.datasets.views import training_views
-    from extractor.labeling.job import label_dataset
+    from extractor.labeling.from_source import PreprocessFlags, label_from_source
+    from extractor.labeling.job import LabelInterrupted
     from extractor.labeling.picks import read_picks
-    from extractor.labeling.preprocess import resolve_preprocess
-    from extractor.store.label_store import LabelStore
-    from extractor.teachers.source import TeacherOpener, open_teacher
 
     extra_views = training_views(views, view_augment)  # checks --views before the teacher is opened
     picked = read_picks(only, images) if only is not None else None
-    model = open_teacher(source)
-    spec = resolve_preprocess(model, size, channels, mean, std, center_crop)
-    cfg = LabelConfig(images=images, store=store, preprocess=spec, faces=faces, batch_size=batch_size,
+    cfg = LabelConfig(images=images, store=store, faces=faces, batch_size=batch_size,
                       workers=workers, concurrency=concurrency, budget=budget, dry_run=dry_run, canary=canary,
                       quiet=quiet, executor=executor, ray_address=ray_address, ray_actors=ray_actors,
-                      views=extra_views, order=order, seed=seed, only_paths=picked)
-    detector = FaceDetector() if faces.mode != "none" else None
-    with LabelStore(store) as label_store:
-        summary = label_dataset(cfg, model, label_store, detector=detector, opener=TeacherOpener.of(source),
-                                source=source.as_data())
+                      views=extra_views, order=order, seed=seed, only_paths=picked,
+                      retry_failed=retry_failed, wait_for_store_s=wait_for_store)
+    try:
+        summary = label_from_source(source, cfg, PreprocessFlags(size, channels, mean, std, center_crop))
+    except LabelInterrupted as exc:  # Ctrl-C or SIGTERM: what it stored, on stderr (not mixed into --json output)
+        typer.echo(format_label_summary(exc.summary, store), err=True)
+        raise
     return Result(summary.as_dict(), format_label_summary(summary, store))
 
 
@@ -156,8 +163,12 @@ def format_label_summary(summary: LabelSummary, store: Path) -> str:
     ]
     if summary.stopped:
         lines.append(f"stopped         {summary.stopped}; {summary.pending} images left for the next run")
+    if summary.interrupted:
+        lines.append(f"interrupted     by {summary.interrupted}; {summary.pending} images left for the next run")
     if summary.skipped_budget:
         lines.append(f"held back       {summary.skipped_budget} by --budget (re-run with a larger budget)")
+    if summary.skipped_invalid:
+        lines.append(f"not asked again {summary.skipped_invalid} whose answer was invalid (--retry-failed asks)")
     if summary.canary_checked:
         lines.append(f"canary          {summary.canary_changed} of {summary.canary_checked} cached answers changed")
     if summary.failed:

@@ -18,3 +18,9 @@ def emit(result: object, as_json: bool) -> None:
         typer.echo(json.dumps(result.as_dict() if hasattr(result, "as_dict") else result, default=str))
     else:
         typer.echo(result if isinstance(result, str) else getattr(result, "text", None) or str(result))
+
+TeacherOption = Annotated[str, typer.Option(help="Teacher: an .onnx file, or an http(s):// URL with --protocol.")]
+ImagesOption = Annotated[Path, typer.Option(help="Folder of images, searched recursively by content.")]
+SeedOrderOption = Annotated[int, typer.Option("--seed", help="Seeds the fair order of purchases and the student.")]
+StrategyOption = Annotated[str, typer.Option(
+    help="random | entropy | margin | kcenter | disagreement: how the next images are chosen.")]

@@ -66,6 +66,9 @@ def train(
         help="With --slimmable: widest, narrowest and one random width per step; off trains all.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     workers: Annotated[int, typer.Option(help="Decode processes for the one-time tensor cache.")] = os.cpu_count() or 1,
+    log: Annotated[Optional[str], typer.Option(
+        help="tensorboard | mlflow: also send the metrics, the configuration and the final figures there "
+             "(optional extras: pip install \"extractor-distill[tensorboard]\" or [mlflow]).")] = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -85,7 +88,10 @@ def train(
                       optim=OptimConfig(epochs=epochs, batch_size=batch_size, seed=seed,
                                         lr=student_cfg.default_lr if lr is None else lr),
                       slimmable=SlimmableConfig.from_flags(slimmable, inplace, sandwich))
-    emit(run_train(cfg), as_json)
+    from extractor.training.tracking import tracking
+
+    with tracking(log, cfg):
+        emit(run_train(cfg), as_json)
 
 
 def chain(

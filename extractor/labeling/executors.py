@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Iterator, Protocol, Sequence
@@ -19,10 +19,14 @@ from extractor.datasets.loading import Loaded, LoadRequest, load_parallel
 from extractor.datasets.transforms import PreprocessSpec, normalize
 from extractor.errors import QueryBudgetExceeded, UnknownNameError
 from extractor.ledger import Ledger, RequestRecord
-from extractor.teachers.base import Teacher, TeacherOutput
+from extractor.store.label_store import LabelRow
+from extractor.teachers.base import MalformedAnswer, Teacher, TeacherOutput
 
 if TYPE_CHECKING:
     from extractor.config import LabelConfig
+
+_PROB_TOLERANCE = 1e-4
+"""How far outside [0, 1] a probability may lie (float rounding of a softmax) before the answer is invalid."""
 
 
 @dataclass(frozen=True)
@@ -128,10 +132,12 @@ class _LocalStream:
         return self._batches
 
     def stop(self) -> None:
-        """Cancels the calls not yet started; the started ones still come out."""
+        """Cancels the calls not yet started; the started ones still come out, also when an interrupt (Ctrl-C,
+        SIGTERM) ended the iteration while it waited for one: a call stays in flight until it is settled."""
         self.stopped = True
         for _, _, future in self.in_flight:
             future.cancel()
+        self._batches = self._rest()
 
     def _run(self) -> Iterator[Answered]:
         while not self.stopped:
@@ -144,9 +150,20 @@ class _LocalStream:
             self.in_flight.append((unit, failed, self.calls.submit(self._call, [item.pixels for item in unit])))
             # One call more than the threads can run: its input is ready the moment a thread is free.
             while len(self.in_flight) > self.concurrency and not self.stopped:
-                yield from _settled(*self.in_flight.popleft())
+                yield from self._settle_first()
+        yield from self._rest()
+
+    def _rest(self) -> Iterator[Answered]:
         while self.in_flight:
-            yield from _settled(*self.in_flight.popleft())
+            yield from self._settle_first()
+
+    def _settle_first(self) -> Iterator[Answered]:
+        """The oldest call's outcome, taken off ``in_flight`` only once it is done."""
+        unit, failed, future = self.in_flight[0]
+        if not future.cancelled():
+            wait([future])
+        self.in_flight.popleft()
+        yield from _settled(unit, failed, future)
 
     def _call(self, pixels: list[np.ndarray]) -> TeacherOutput:
         """On a teacher thread: once the budget refused a call, the calls already queued are refused too,
@@ -201,6 +218,32 @@ def answer_files(call: TeacherCall, loaded: Sequence[Loaded]) -> Answered:
         return Answered(sent, call([item.pixels for item in ok]), failed=failed)
     except Exception as exc:
         return Answered(sent, None, error=exc, failed=failed)
+
+
+def answer_rows(sent: list[LoadRequest], output: TeacherOutput,
+                num_classes: int) -> tuple[list[LabelRow], list[tuple[LoadRequest, str]]]:
+    """The answer's rows, one per image sent, and the images whose own row cannot be used, with why: one
+    image's NaN fails that image, not its batch."""
+    if len(output.labels) != len(sent):
+        raise MalformedAnswer(f"teacher answered {len(output.labels)} images for {len(sent)} sent")
+    labels, soft = output.labels, output.probs  # (B,), (B, C) or None
+    classes = soft.shape[1] if soft is not None else num_classes
+    reasons: dict[int, str] = {}
+    if classes:
+        for i in np.flatnonzero((labels < 0) | (labels >= classes)):
+            reasons[int(i)] = f"the teacher's label {labels[i]} for this image is not one of its {classes} classes"
+    if soft is not None:
+        if output.kind in ("probs", "topk"):
+            for i in np.flatnonzero(((soft < -_PROB_TOLERANCE) | (soft > 1 + _PROB_TOLERANCE)).any(axis=1)):
+                reasons[int(i)] = (f"the teacher's {output.kind} for this image lie outside [0, 1] "
+                                   f"(min {soft[i].min():g}, max {soft[i].max():g})")
+        finite = np.isfinite(soft)
+        for i in np.flatnonzero(~finite.all(axis=1)):
+            reasons[int(i)] = (f"the teacher's scores for this image are not finite "
+                               f"({int((~finite[i]).sum())} NaN or Inf)")
+    rows = [LabelRow(request.digest, int(labels[i]), output.kind, None if soft is None else soft[i])
+            for i, request in enumerate(sent) if i not in reasons]
+    return rows, [(sent[i], reason) for i, reason in sorted(reasons.items())]
 
 
 def _local(cfg: LabelConfig, call: TeacherCall, opener: TeacherOpener | None) -> Executor:

@@ -16,13 +16,22 @@ from extractor.datasets.folder import FolderFile, hash_files, list_files, looks_
 from extractor.datasets.loading import LoadRequest, load_many
 from extractor.datasets.views import ViewSpec
 from extractor.errors import CacheError
-from extractor.labeling.executors import Answered, Executor, Stream, TeacherCall, TeacherOpener, make_executor
+from extractor.labeling.commit import GROUP_WAIT_S, GroupCommit
+from extractor.labeling.executors import (
+    Answered,
+    Executor,
+    Stream,
+    TeacherCall,
+    TeacherOpener,
+    answer_rows,
+    make_executor,
+)
 from extractor.labeling.faces import FaceStage
 from extractor.labeling.plan import build_plan
 from extractor.labeling.preprocess import job_identity, preprocess_fingerprint, spec_data_of, view_spec_data
 from extractor.ledger import Ledger
-from extractor.store.label_store import Failure, GroupCommit, LabelRow, LabelStore
-from extractor.teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherOutput, TeacherUnavailable
+from extractor.store.label_store import INVALID_ANSWER, Failure, LabelRow, LabelStore
+from extractor.teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,10 @@ class LabelSummary:
     """Images a stopped job did not get to; the next run asks about them."""
     by_folder: dict[str, int] | None = None
     """--dry-run: the queries per top-level folder of the image tree."""
+    skipped_invalid: int = 0
+    """Images not asked about because the teacher's answer about them was invalid before (--retry-failed asks)."""
+    interrupted: str | None = None
+    """The signal that stopped the job ("SIGINT", "SIGTERM"), or None."""
 
     @property
     def images_per_s(self) -> float:
@@ -75,14 +88,27 @@ class LabelSummary:
         return asdict(self)
 
 
+class LabelInterrupted(KeyboardInterrupt):
+    """A label job stopped by Ctrl-C or SIGTERM after it stored what it had received and recorded its summary:
+    ``args[0]`` names the signal (the CLI's SIGTERM handler raises ``KeyboardInterrupt("SIGTERM")``)."""
+
+    def __init__(self, signal_name: str, summary: LabelSummary, store: Path) -> None:
+        super().__init__(signal_name)
+        self.summary, self.store = summary, store
+
+
 def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
                   detector: FaceDetector | None = None, opener: TeacherOpener | None = None,
                   source: dict | None = None) -> LabelSummary:
     """Labels every image under ``cfg.images`` that the store has no answer for, then each of ``cfg.views``
     of every image with an answer (each view under its own preprocessing fingerprint).
 
+    The job holds the store's write lock (:meth:`LabelStore.writer`) from listing to its summary, so that it
+    plans with every answer another job bought, and two jobs never pay for one image; a dry run reads only.
     The job owns the query ledger: ``cfg.budget`` less what earlier runs of the same job sent (from the
-    store) is what this run may send, charged before each request and recorded with each batch.
+    store, requests killed in flight included) is what this run may send, each request on record in the
+    store before it is sent. An image whose answer was invalid (NaN scores, ...) is not asked about again
+    unless ``cfg.retry_failed``.
 
     Args:
         cfg: the job's configuration.
@@ -94,7 +120,20 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
         opener: opens the same teacher in another process (``cfg.executor == "ray"`` needs it).
         source: how to reach the teacher again (``TeacherSource.as_data()``), recorded with it so that
             `extractor train` can probe it; None keeps what an earlier job recorded.
+
+    Raises:
+        StoreBusy: another job writes to the store (after ``cfg.wait_for_store_s``).
+        LabelInterrupted: Ctrl-C or SIGTERM (a KeyboardInterrupt naming it), after the job stored what it
+            received and recorded its summary.
     """
+    if cfg.dry_run:
+        return _label_dataset(cfg, teacher, store, detector, opener, source)
+    with store.writer("label", wait_s=cfg.wait_for_store_s):
+        return _label_dataset(cfg, teacher, store, detector, opener, source)
+
+
+def _label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, detector: FaceDetector | None,
+                   opener: TeacherOpener | None, source: dict | None) -> LabelSummary:
     started = time.perf_counter()
     spec_data = spec_data_of(cfg, detector)
     preprocess = preprocess_fingerprint(spec_data)
@@ -105,8 +144,9 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
         picked = set(cfg.only_paths)
         listed = [f for f in listed if f.relative_path in picked]
     files = hash_files(listed, known, workers=cfg.workers or 1)
-    store.record_files(str(root), ((f.relative_path, f.size, f.mtime_ns, f.digest) for f in files
-                                   if known.get(f.relative_path) != (f.size, f.mtime_ns, f.digest)))
+    if not store.read_only:  # a dry run of a read-only store hashes again next time
+        store.record_files(str(root), ((f.relative_path, f.size, f.mtime_ns, f.digest) for f in files
+                                       if known.get(f.relative_path) != (f.size, f.mtime_ns, f.digest)))
     if cfg.only is not None:
         wanted = set(cfg.only)
         files = [f for f in files if f.digest in wanted]
@@ -114,13 +154,18 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     views = {view: preprocess_fingerprint(view_spec_data(spec_data, view)) for view in cfg.views}
     identity = job_identity(teacher.fingerprint, preprocess, root)  # one job, one budget, whatever the views
     ledger = Ledger(cfg.budget, used=store.images_sent(identity))
-    plan = build_plan(files, cached=store.cached_digests(teacher.fingerprint, preprocess, digests),
-                      view_done={view: store.cached_digests(teacher.fingerprint, fp, digests)
+    cached = store.cached_digests(teacher.fingerprint, preprocess, digests)
+    # Paid for once already, with an answer that could not be used: planned as if answered, counted apart.
+    invalid = set() if cfg.retry_failed else store.invalid_digests(teacher.fingerprint, preprocess, digests - cached)
+    plan = build_plan(files, cached=cached | invalid,
+                      view_done={view: _answered_or_invalid(store, teacher.fingerprint, fp, digests, cfg.retry_failed)
                                  for view, fp in views.items()},
                       allowed=ledger.remaining, order=cfg.order, seed=cfg.seed, is_image=looks_like_image)
     planned = plan.queries
-    summary = dict(images=plan.images, skipped=plan.skipped, cached=plan.cached, duplicates=plan.duplicates,
-                   skipped_budget=plan.held_back, views=1 + len(views), view_cached=plan.view_cached)
+    skipped_invalid = len(invalid & {f.digest for f in plan.unique})
+    summary = dict(images=plan.images, skipped=plan.skipped, cached=plan.cached - skipped_invalid,
+                   duplicates=plan.duplicates, skipped_budget=plan.held_back, views=1 + len(views),
+                   view_cached=plan.view_cached, skipped_invalid=skipped_invalid)
     if cfg.dry_run:
         return LabelSummary(labeled=0, failed=0, queries=planned, dry_run=True, by_folder=plan.by_folder(),
                             seconds=time.perf_counter() - started, **summary)
@@ -136,10 +181,12 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     call = TeacherCall(teacher, ledger, cfg.preprocess)
     executor = make_executor(cfg, call, opener)  # before the job is recorded: a missing extra is a config error
     job_id = store.begin_job("label", identity, teacher.fingerprint, preprocess, str(root), cfg.as_data())
+    journal = store.journal(job_id, identity)
+    ledger.keep_in(journal)  # from here on, each request is on record before it is sent
     faces = FaceStage(detector, cfg.faces, cfg.preprocess, workers=cfg.workers) \
         if detector and cfg.faces.mode != "none" else None
     run = _LabelRun(cfg, teacher, store, job_id, preprocess, faces, call, executor)
-    status = "failed"
+    status, interrupted = "failed", None
     try:
         if cfg.canary:
             cached = store.cached_digests(teacher.fingerprint, preprocess, digests)
@@ -160,15 +207,32 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
         log.warning("stopped: %s", exc)
         status = "stopped"
         summary.update(stopped=str(exc), pending=planned - run.labeled - run.failed)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the CLI raises it so): stop as the teacher down would
+        interrupted = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "SIGINT"
+        status = "interrupted"
+        summary.update(interrupted=interrupted, pending=planned - run.labeled - run.failed)
     finally:
-        run.flush()  # every exit path: the answers of the open group were paid for
+        try:
+            run.flush()  # every exit path: the answers of the open group were paid for
+        finally:
+            ledger.close()
+            journal.close()
         summary["tensor_format"] = getattr(teacher, "tensor_format", None)
         result = LabelSummary(labeled=run.labeled, failed=run.failed, queries=run.queries, job_id=job_id,
                               not_images=run.not_images, seconds=time.perf_counter() - started,
                               canary_checked=run.canary_checked, canary_changed=run.canary_changed,
                               faces_detected=faces.detected if faces else 0, **summary)
         store.finish_job(job_id, status, result.as_dict())
+    if interrupted is not None:
+        raise LabelInterrupted(interrupted, result, cfg.store)
     return result
+
+
+def _answered_or_invalid(store: LabelStore, teacher: str, preprocess: str, digests: set[str],
+                         retry_failed: bool) -> set[str]:
+    """The digests with an answer under ``preprocess``, and, unless retried, those whose answer was invalid."""
+    done = store.cached_digests(teacher, preprocess, digests)
+    return done if retry_failed else done | store.invalid_digests(teacher, preprocess, digests - done)
 
 
 def _recorded_source(store: LabelStore, fingerprint: str) -> dict:
@@ -191,7 +255,10 @@ class _LabelRun:
         self.labeled = self.failed = self.queries = self.not_images = 0
         self.canary_checked = self.canary_changed = 0
         self.pending_failures: list[Failure] = []
-        self.group = GroupCommit(store, job_id)
+        # A teacher that meters itself (HTTP) is paid per image and answers slowly: each answer is committed as
+        # it comes, so a kill loses only the requests in flight. A local model's answers are grouped (cheap to
+        # ask again, and thousands a second to commit).
+        self.group = GroupCommit(store, job_id, wait_s=0.0 if call.meters else GROUP_WAIT_S)
         self.unit = min(cfg.batch_size, teacher.max_batch or cfg.batch_size)
         self.deferred: list[tuple[LoadRequest, str]] = []
         """Images of requests that ran out of retries, with the reason: asked once more after the others."""
@@ -273,7 +340,7 @@ class _LabelRun:
                 output = self.call([item.pixels for item in unit])
                 self.queries += len(unit)
                 self._commit([])
-                for row in _rows([item.request for item in unit], output):
+                for row in answer_rows([item.request for item in unit], output, self.teacher.num_classes)[0]:
                     before = stored.loc[row.digest]
                     changed = row.label != before["label"] or (
                         row.soft is not None and before["soft"] is not None
@@ -309,7 +376,9 @@ class _LabelRun:
             raise error
         elif answered.output is not None:
             self.queries += len(sent)
-            rows = _rows(sent, answered.output)
+            rows, invalid = answer_rows(sent, answered.output, self.teacher.num_classes)
+            for request, reason in invalid:  # paid for: on record, not asked about again unless retried
+                self._fail(request, INVALID_ANSWER, reason)
             self.labeled += len(rows)
             self.failed_in_a_row = 0
             self._commit(rows)
@@ -356,14 +425,6 @@ class _LabelRun:
         if detections:
             self.store.put_detections(self.faces.fingerprint, detections)
         self.group.add(self.teacher.fingerprint, self.preprocess, rows, failures, requests)
-
-
-def _rows(sent: list[LoadRequest], output: TeacherOutput) -> list[LabelRow]:
-    if len(output.labels) != len(sent):
-        raise MalformedAnswer(f"teacher answered {len(output.labels)} images for {len(sent)} sent")
-    soft = output.probs
-    return [LabelRow(request.digest, int(output.labels[i]), output.kind, None if soft is None else soft[i])
-            for i, request in enumerate(sent)]
 
 
 def _describe(teacher: Teacher) -> dict:

@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 
 from extractor.reporting.agreement import agreement_metrics
+from extractor.reporting.answer_format import answer_format_lines, run_answer_format
 from extractor.reporting.chain_report import build_chain_report
 from extractor.reporting.compare import efficiency_points
+from extractor.reporting.html import write_html
 from extractor.errors import ConfigError
 from extractor.reporting.profile import ModelProfile, profile_onnx
 from extractor.reporting.remote_profile import remote_profile
@@ -39,8 +41,8 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
             report.png's query-efficiency panel.
     """
     if RunDir(run_dir).is_chain:
-        return build_chain_report(run_dir, teacher_profile=_teacher_profile, accuracy=lambda run, heldout, column: _accuracy(
-            heldout[column], _truth_column(heldout, ground_truth), _class_names(run, class_names)))
+        return write_html(run_dir, build_chain_report(run_dir, teacher_profile=_teacher_profile, accuracy=lambda run, heldout, column: _accuracy(
+            heldout[column], _truth_column(heldout, ground_truth), _class_names(run, class_names))))
     run = RunDir(run_dir).run()
     heldout = RunDir(run_dir).heldout()
     names = _class_names(run, class_names)
@@ -70,6 +72,7 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
         "onnx_max_abs_diff": run["onnx_max_abs_diff"],
         **({"widths": _widths(run_dir, run, heldout, truth, names)} if "widths" in run else {}),
         "ledger": remote_profile(run, price_per_1000),
+        "answer_format": run_answer_format(run),
     }
     if run["teacher"].get("type") == "http" and data["ledger"]:  # no model file to time: its requests were timed
         data["teacher"]["latency_ms"] = data["ledger"]["latency_ms"]
@@ -82,7 +85,7 @@ def build_report(run_dir: Path, *, ground_truth: Mapping[str, str] | None = None
     markdown = _markdown(data, table) + (variants_markdown(data["variants"]) if "variants" in data else "")
     (run_dir / "report.md").write_text(markdown)
     _plot(data, run_dir / "report.png")
-    return Result(data, markdown)
+    return write_html(run_dir, Result(data, markdown), peers)  # report.html from the same data
 
 
 def _class_names(run: dict, class_names: Sequence[str] | None) -> list[str]:
@@ -214,6 +217,7 @@ def _markdown(data: dict, table: pd.DataFrame) -> str:
               f"- compression: the student is {_fmt(data['compression'], '.1f')}x smaller than the teacher; "
               f"{data['queries']} teacher answers used",
               *([_ledger_line(data["ledger"])] if data.get("ledger") else []),
+              *answer_format_lines(data.get("answer_format")),
               f"- accuracy: against ground truth for {data['ground_truth_images']} held-out images"
               if data["ground_truth_images"] else "- accuracy: n/a (no ground truth given)",
               *_truth_lines(data),

@@ -1,1 +1,2 @@
-"""The label store: one SQLite file of paid answers, its schema and its exports."""
+"""The label store: one SQLite file of paid answers (and its -wal), its schema and migrations, one writer at a
+time, requests on record before they are sent, its check, backup and export."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from extractor.errors import ConfigError
+from extractor.store.files import refuse_store_paths
 from extractor.store.label_store import LABEL_COLUMNS, LabelStore
 
 if TYPE_CHECKING:
@@ -24,13 +25,15 @@ def export_labels(store: LabelStore, out: Path, fmt: str) -> int:
     """Writes every stored answer (``LABEL_COLUMNS``, one row per image and teacher) to ``out``.
 
     Parquet keeps ``soft`` as a list of float32; CSV writes it as ``[p0, p1, ...]`` (shortest float32
-    text). The file appears whole or not at all: it is written beside ``out`` and renamed when complete.
+    text). The file appears whole or not at all: it is written beside ``out`` and renamed when complete;
+    ``out`` is never the store itself, its ``-wal`` or its ``-shm``.
 
     Returns:
         The rows written.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    refuse_store_paths(out, store.path)
     import pyarrow as pa
 
     out.parent.mkdir(parents=True, exist_ok=True)

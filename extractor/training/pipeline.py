@@ -44,6 +44,7 @@ from extractor.students.hooks import (
 from extractor.students.losses import combine_teachers, distillation_loss
 from extractor.students.trainer import Trainer, build_optimizer
 from extractor.students.zoo import count_parameters
+from extractor.training.tracking import tracking_hooks, write_job
 from extractor.training.views import with_views
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ def fit(cfg: TrainConfig, task: torch.nn.Module, data: TrainData) -> Trainer:
     optimizer, scheduler = build_optimizer(task, cfg.optim, -(-train_data.num_images // cfg.optim.batch_size))
     hooks = [LRScheduleHook(scheduler), EvalHook(data.heldout, data.inputs, 256, loss_fn),
              MetricsHook(cfg.out / METRICS_FILE), CheckpointHook(cfg.out), ProgressHook(quiet=cfg.quiet)]
+    hooks += tracking_hooks()  # extractor train --log tensorboard|mlflow
     trainer = Trainer(task, optimizer, train_data, hooks, epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size,
                       seed=cfg.optim.seed, inputs=data.inputs, mixed_precision=device.type == "cuda")
     if cfg.resume and RunDir(cfg.out).has_checkpoint:
@@ -278,6 +280,7 @@ def _check_run_dir(cfg: TrainConfig) -> None:
     if RunDir(cfg.out).has_checkpoint and not cfg.resume:
         raise ConfigError(f"{cfg.out} already holds a training run; pass --resume to continue it or choose a new --out")
     RunDir(cfg.out).write_config(cfg.as_data())
+    write_job(cfg)
 
 
 def _load_requests(store: LabelStore, answers: TeacherAnswers, spec: PreprocessSpec) -> list[LoadRequest]:

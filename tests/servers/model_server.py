@@ -20,6 +20,11 @@ names, ``binary_delay_s`` / ``json_delay_s`` delay requests by how their tensors
 ``GET /control`` returns the counts: inference requests and images received, the most in flight,
 requests in binary, the input datatypes seen.
 
+``answers`` (an ``extractor.teachers.simulated.AnswerFormat``) serves the model as a real API answers: its
+probabilities top-k, rounded, perturbed or label only, formatted by the simulator (dense protocols answer
+the formatted scores, zeros where hidden, one-hot for a label-only format; torchserve names the classes
+with a score > 0, at most ``topk``).
+
 Run alone: ``python -m tests.servers.model_server --model X.onnx|tiny --protocol P --port 0``; it prints
 ``serving P at URL`` once it listens. It binds 127.0.0.1 only.
 """
@@ -35,6 +40,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,12 +50,16 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from extractor.teachers.simulated import AnswerFormat, softmax
+
 PROTOCOLS: tuple[str, ...] = ("kserve-v2", "kserve-v1", "torchserve", "json")
 FAULTS: tuple[str, ...] = ("timeout", "slow", "reset", "bad-json", "truncated", "wrong-shape", "nan",
-                           "missing-field", "401-echo")
+                           "missing-field", "401-echo", "oversize", "gzip-bomb")
 """Named faults; a 3-digit string such as "429" or "503" answers that status instead. "timeout" stalls
 ``hang_s``; "bad-json" is a 200 whose body is cut in half (its Content-Length matches: JSON or binary data
-cut short); "truncated" announces the whole body and closes the connection halfway through it."""
+cut short); "truncated" announces the whole body and closes the connection halfway through it; "oversize"
+pads the JSON answer with spaces to ``bloat_mb`` MiB; "gzip-bomb" does too and sends it gzip-compressed
+(``Content-Encoding: gzip``), about 1000 times smaller on the wire. Both are still valid answers."""
 HOST = "127.0.0.1"
 BINARY_HEADER = "Inference-Header-Content-Length"
 V2_DTYPES = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2"), "FP64": np.dtype("<f8")}
@@ -92,6 +102,8 @@ class Switches:
     """Extra delay of kserve-v2 requests whose tensors came in binary (a server slow to decode them)."""
     json_delay_s: float = 0.0
     """Extra delay of kserve-v2 requests whose tensors came as JSON numbers."""
+    bloat_mb: float = 8.0
+    """How large an "oversize" or "gzip-bomb" answer is, in MiB (once decompressed)."""
 
 
 class ModelServer:
@@ -106,13 +118,16 @@ class ModelServer:
         channels, mean, std: image-protocol preprocessing, ``(pixel - mean) / std`` per channel.
         input_name: the kserve-v2 input name the server takes; default the ONNX model's own.
         metadata: whether the metadata endpoints answer (else 404).
+        answers: serve the model's probabilities in this answer format (the simulator's); None serves its
+            raw outputs.
         switches: initial switch values (see Switches).
     """
 
     def __init__(self, model: str | Path | bytes, protocol: str, *, name: str = "model",
                  class_names: tuple[str, ...] = (), topk: int = 5, channels: str = "gray",
                  mean: tuple[float, ...] = (127.5,), std: tuple[float, ...] = (127.5,),
-                 input_name: str | None = None, metadata: bool = True, port: int = 0, **switches: Any) -> None:
+                 input_name: str | None = None, metadata: bool = True, port: int = 0,
+                 answers: AnswerFormat | None = None, **switches: Any) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         options = ort.SessionOptions()
@@ -130,6 +145,7 @@ class ModelServer:
         self.mean = np.asarray(mean, np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(std, np.float32).reshape(-1, 1, 1)
         self.metadata = metadata
+        self.answers = answers
         self.switches = Switches()
         self._lock = threading.Lock()
         self._slots: threading.BoundedSemaphore | None = None
@@ -197,8 +213,14 @@ class ModelServer:
         return self.preprocess(np.asarray(image, dtype=np.uint8))
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
-        """(B, C, H, W) float32 -> (B, classes) float32 model outputs."""
-        return self.session.run([self.output_name], {self.model_input: inputs.astype(np.float32)})[0]
+        """(B, C, H, W) float32 -> (B, classes) float32 model outputs, or the ``answers`` format's scores."""
+        outputs = self.session.run([self.output_name], {self.model_input: inputs.astype(np.float32)})[0]
+        if self.answers is None:
+            return outputs
+        answer = self.answers.apply(softmax(outputs.astype(np.float64)))
+        if answer.probs is None:  # label only: a dense protocol still answers a vector
+            return np.eye(outputs.shape[1], dtype=np.float32)[answer.labels]
+        return answer.probs
 
     def _arrive(self, request: _Request, headers: dict[str, str]) -> None:
         with self._lock:
@@ -341,8 +363,13 @@ class _Handler(BaseHTTPRequestHandler):
         if request.binary_out and isinstance(answer, dict) and "outputs" in answer:
             body, json_length = _binary_answer(answer)
             headers[BINARY_HEADER] = str(json_length)
+        content_type = "application/octet-stream" if headers else "application/json"
         if fault == "bad-json":
             body = body[: len(body) // 2]
+        elif fault in ("oversize", "gzip-bomb"):
+            body = _bloat(body, int(switches.bloat_mb * 2 ** 20), compress=fault == "gzip-bomb")
+            if fault == "gzip-bomb":
+                headers["Content-Encoding"] = "gzip"
         elif fault == "truncated":
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -352,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._send_bytes(200, body, "application/octet-stream" if headers else "application/json", headers)
+        self._send_bytes(200, body, content_type, headers)
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
@@ -366,6 +393,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
+
+
+def _bloat(body: bytes, size: int, *, compress: bool) -> bytes:
+    """``body`` padded with spaces to ``size`` bytes, gzip-compressed if asked, without ever holding the
+    padded body in memory."""
+    padding = max(0, size - len(body))
+    if not compress:
+        return body + b" " * padding
+    gzip = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # wbits + 16: a gzip header and trailer
+    parts, chunk = [gzip.compress(body)], b" " * min(padding, 1 << 20)
+    while padding:
+        step = min(padding, len(chunk))
+        parts.append(gzip.compress(chunk[:step]))
+        padding -= step
+    parts.append(gzip.flush())
+    return b"".join(parts)
 
 
 def _route(model: ModelServer, path: str) -> str | None:
@@ -446,11 +489,16 @@ def _encode_answer(model: ModelServer, scores: np.ndarray, fault: str | None) ->
     elif model.protocol == "json":
         answer, key = {"model_version": version, "result": {"scores": scores.tolist()}}, "result"
     else:
-        probs = np.exp(scores - np.nanmax(scores, axis=1, keepdims=True))
-        probs = probs[0] / np.nansum(probs[0])
+        if model.answers is None:
+            probs = np.exp(scores - np.nanmax(scores, axis=1, keepdims=True))
+            probs = probs[0] / np.nansum(probs[0])
+        else:  # already the formatted answer
+            probs = scores[0]
         if fault == "nan":
             probs[0] = np.nan
         top = np.argsort(-np.nan_to_num(probs, nan=2.0))[: model.topk]
+        if model.answers is not None:
+            top = top[~(probs[top] <= 0)]  # hidden classes are not named (a NaN stays, as a fault)
         answer = {model.class_names[index]: float(probs[index]) for index in top}
         if fault == "wrong-shape":
             return [float(probs[index]) for index in top]

@@ -119,9 +119,9 @@ def test_probabilities_temper_exactly_like_the_logits_they_came_from(temperature
     assert torch.allclose(from_logits.exp().sum(dim=1), torch.ones(8))
 
 
-def test_zeroed_classes_get_probability_zero_and_the_visible_ones_renormalise():
-    probs = torch.tensor([[0.6, 0.0, 0.2, 0.0], [0.0, 0.0, 0.3, 0.1]])  # top-2 answers, rounded
-    out = teacher_log_probs(probs, "topk", 1.0)
+def test_zeroed_classes_of_full_probabilities_get_probability_zero_and_the_rest_renormalise():
+    probs = torch.tensor([[0.6, 0.0, 0.2, 0.0], [0.0, 0.0, 0.3, 0.1]])  # too few scores to detect a rounding
+    out = teacher_log_probs(probs, "probs", 1.0)
     assert torch.equal(torch.isinf(out), probs == 0)
     assert (out[probs == 0] < 0).all()
     assert torch.allclose(out.exp(), probs / probs.sum(dim=1, keepdim=True))

@@ -26,16 +26,10 @@ from extractor.teachers.base import (
     TeacherError,
     TeacherUnavailable,
 )
-from extractor.teachers.http.teacher import (
-    TIMED_REQUESTS,
-    HttpConfig,
-    HttpTeacher,
-    Secret,
-    fingerprint,
-    parse_header,
-    parse_header_env,
-)
-from extractor.teachers.http.codecs import JsonSpec
+from extractor.teachers.http.config import HttpConfig, Secret, fingerprint, parse_header, parse_header_env
+from extractor.teachers.http.formats import TIMED_REQUESTS
+from extractor.teachers.http.json_spec import JsonSpec
+from extractor.teachers.http.teacher import HttpTeacher
 from tests.servers.model_server import ModelServer, tiny_classifier
 
 pytestmark = pytest.mark.timeout(60)
@@ -244,7 +238,7 @@ def test_metadata_listing_no_tensors_sends_kserve_default_input_name(serve, capl
     """KServe's own model server answers metadata with "inputs": [] and "outputs": []."""
     server = serve(TINY, "kserve-v2", input_name="input-0", tensor_metadata=False)
     teacher = HttpTeacher(make_config(server, class_names=()))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "extractor.teachers.http.codecs"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "extractor.teachers.http.kserve"]
     assert len(warnings) == 2
     assert "'input-0'" in warnings[0] and "--input-name" in warnings[0] and "--output-name" in warnings[1]
     assert (teacher.input_shape, teacher.num_classes) == (None, 0)
@@ -253,7 +247,7 @@ def test_metadata_listing_no_tensors_sends_kserve_default_input_name(serve, capl
     np.testing.assert_array_equal(output.probs, server.infer(inputs_for(teacher, 3)))
     assert teacher.num_classes == 7 and server.counts()["images"] == 3
     teacher.predict(inputs_for(teacher, 2))
-    assert not [r for r in caplog.records if r.name == "extractor.teachers.http.codecs"]  # warned once
+    assert not [r for r in caplog.records if r.name == "extractor.teachers.http.kserve"]  # warned once
 
 
 def test_metadata_listing_no_tensors_takes_input_and_output_name_flags(serve, caplog) -> None:

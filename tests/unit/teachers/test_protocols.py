@@ -1,4 +1,4 @@
-"""Codecs of teachers.protocols: requests they build and answers they accept or refuse, without a network."""
+"""The protocols' codecs (teachers/http): requests they build and answers they accept or refuse, without a network."""
 from __future__ import annotations
 
 import base64
@@ -10,22 +10,12 @@ import pytest
 from PIL import Image
 
 from extractor.teachers.base import MalformedAnswer, TeacherError, UnreadableAnswer
-from extractor.teachers.http.codecs import (
-    BINARY_HEADER,
-    JsonCodec,
-    JsonSpec,
-    KServeV1Codec,
-    KServeV2Codec,
-    ModelInfo,
-    TorchServeCodec,
-    encode_image,
-    make_codec,
-    parse_body,
-    parse_json,
-    parse_metadata,
-    parse_path,
-    resolve,
-)
+from extractor.teachers.http.bodies import BINARY_HEADER, parse_body, parse_json
+from extractor.teachers.http.codec import ModelInfo, encode_image
+from extractor.teachers.http.json_spec import JsonCodec, JsonSpec, parse_path, resolve
+from extractor.teachers.http.kserve import KServeV1Codec, KServeV2Codec
+from extractor.teachers.http.registry import PROTOCOLS, REGISTRY, factory, make_codec, parse_metadata, protocols_with
+from extractor.teachers.http.torchserve import TorchServeCodec
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -312,3 +302,25 @@ def test_parse_json_reason() -> None:
     with pytest.raises(UnreadableAnswer, match="not JSON"):
         parse_json(b'{"outputs": [')
     assert np.isnan(parse_json(b'{"a": NaN}')["a"])  # Python servers write NaN: it reads, for decode to refuse
+
+
+def test_registry_names_every_protocol_and_what_each_takes() -> None:
+    assert PROTOCOLS == ("kserve-v2", "kserve-v1", "torchserve", "json") == tuple(REGISTRY)
+    assert factory("torchserve") is TorchServeCodec
+    with pytest.raises(KeyError, match="unknown protocol 'grpc'; valid protocols: kserve-v2, kserve-v1"):
+        factory("grpc")
+    assert protocols_with("output_name") == ("kserve-v2", "kserve-v1")
+    assert protocols_with("tensor_format") == protocols_with("input_name") == ("kserve-v2",)
+    assert protocols_with("json_spec") == ("json",)
+    assert [codec.batches(None) for codec in REGISTRY.values()] == [True, True, False, True]
+    assert not JsonCodec.batches(JsonSpec(scores="s", batch=False)) and not JsonCodec.dense(JsonSpec(
+        output="label", labels="l"))
+
+
+def test_only_kserve_v2_reads_the_binary_tensor_header() -> None:
+    header = {"outputs": [{"name": "o", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}
+    body, length = binary_body(header, np.array([1, 2], "<f4"))
+    answer = KServeV2Codec("m", None, "x").parse(body, {BINARY_HEADER: length})
+    assert KServeV2Codec("m", None, "x").decode(answer).scores.tolist() == [[1, 2]]
+    json_body = json.dumps({"predictions": [[1, 2]]}).encode()
+    assert KServeV1Codec("m", None).parse(json_body, {BINARY_HEADER: "3"}) == {"predictions": [[1, 2]]}
