@@ -31,8 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from extractor.labeling.commit import GroupCommit
 from extractor.ledger import RequestRecord  # noqa: E402
-from extractor.store.label_store import GroupCommit, LabelRow, LabelStore  # noqa: E402
+from extractor.store.label_store import LabelRow, LabelStore  # noqa: E402
 
 TEACHER = hashlib.sha256(b"teacher").hexdigest()
 PREPROCESS = hashlib.sha256(b"preprocess").hexdigest()

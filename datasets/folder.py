@@ -5,7 +5,7 @@ import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -33,6 +33,8 @@ class FolderFile:
     size: int
     mtime_ns: int
     digest: str = ""
+    problem: str | None = None
+    """Why the file cannot be read (a symlink loop, no permission, gone): the job fails it, never sends it."""
 
 
 def list_files(root: str | os.PathLike) -> list[FolderFile]:
@@ -40,7 +42,8 @@ def list_files(root: str | os.PathLike) -> list[FolderFile]:
 
     Images are told from other files later (`looks_like_image`), so every file is included.
     Symbolic links are followed, each folder once, under the first of its paths in name order (a link
-    back up the tree is no endless walk).
+    back up the tree is no endless walk). An entry that cannot be stat-ed (a symlink loop, no permission)
+    or a folder that cannot be listed is included with its ``problem``: one odd entry never ends a job.
     """
     root_path = Path(root)
     if not root_path.is_dir():
@@ -50,45 +53,71 @@ def list_files(root: str | os.PathLike) -> list[FolderFile]:
     seen: set[tuple[int, int]] = set()
     while pending:
         folder, prefix = pending.pop()
-        folder_stat = os.stat(folder)
+        try:
+            folder_stat = os.stat(folder)
+        except OSError as exc:
+            found.append(_unreadable(prefix.rstrip("/"), Path(folder), f"cannot stat: {exc.strerror}"))
+            continue
         if (folder_stat.st_dev, folder_stat.st_ino) in seen:
             continue
         seen.add((folder_stat.st_dev, folder_stat.st_ino))
         subfolders = []
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            if not prefix:
+                raise
+            found.append(_unreadable(prefix.rstrip("/"), Path(folder), f"cannot list this folder: {exc.strerror}"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
                 if entry.is_dir():
                     subfolders.append(entry)
                 elif entry.is_file():
                     stat = entry.stat()
                     found.append(FolderFile(prefix + entry.name, Path(entry.path), stat.st_size, stat.st_mtime_ns))
+            except OSError as exc:
+                found.append(_unreadable(prefix + entry.name, Path(entry.path), f"cannot stat: {exc.strerror}"))
         for entry in sorted(subfolders, key=lambda e: e.name, reverse=True):  # popped in name order
             pending.append((entry.path, f"{prefix}{entry.name}/"))
     return sorted(found, key=lambda f: f.relative_path)
+
+
+def _unreadable(relative_path: str, path: Path, problem: str) -> FolderFile:
+    return FolderFile(relative_path, path, -1, -1, problem=problem)
 
 
 def hash_files(files: list[FolderFile], known: Mapping[str, tuple[int, int, str]],
                workers: int | None = None) -> list[FolderFile]:
     """Fills in each file's digest, reusing ``known[relative_path] = (size, mtime_ns, digest)``
     when size and modification time are unchanged (as git's index does), hashing the rest on a
-    thread pool (hashlib releases the GIL)."""
-    def with_digest(file: FolderFile, digest: str) -> FolderFile:
-        return FolderFile(file.relative_path, file.path, file.size, file.mtime_ns, digest)
-
+    thread pool (hashlib releases the GIL). A file that cannot be read gets its ``problem`` instead."""
     digests: list[str | None] = []
     for file in files:
         size, mtime_ns, digest = known.get(file.relative_path, (-1, -1, ""))
         digests.append(digest if (size, mtime_ns) == (file.size, file.mtime_ns) and digest else None)
-    stale = [i for i, digest in enumerate(digests) if digest is None]
+    stale = [i for i, digest in enumerate(digests) if digest is None and files[i].problem is None]
     chunks = [stale[start:start + _FILES_PER_TASK] for start in range(0, len(stale), _FILES_PER_TASK)]
+    problems: dict[int, str] = {}
     if chunks:
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            for chunk, hashed in zip(chunks, pool.map(lambda c: [file_sha256(files[i].path) for i in c], chunks)):
-                for index, digest in zip(chunk, hashed):
+            for chunk, hashed in zip(chunks, pool.map(lambda c: [_digest_or_problem(files[i].path) for i in c],
+                                                      chunks)):
+                for index, (digest, problem) in zip(chunk, hashed):
                     digests[index] = digest
-    return [with_digest(file, digest or "") for file, digest in zip(files, digests)]
+                    if problem is not None:
+                        problems[index] = problem
+    return [replace(file, digest=digest or "", problem=problems.get(index, file.problem))
+            for index, (file, digest) in enumerate(zip(files, digests))]
+
+
+def _digest_or_problem(path: Path) -> tuple[str | None, str | None]:
+    try:
+        return file_sha256(path), None
+    except OSError as exc:
+        return None, f"unreadable file: {exc.strerror or exc}"
 
 
 def file_sha256(path: str | os.PathLike) -> str:

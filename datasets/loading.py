@@ -5,10 +5,12 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.pool import Pool
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -105,9 +107,39 @@ def load_parallel(requests: Iterable[LoadRequest], workers: int) -> Iterator[Ite
     if workers == 0:
         yield (item for chunk in chunks for item in load_many(chunk))
         return
-    # fork: workers only run PIL/numpy code and start in milliseconds (spawn would re-import torch).
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_yield_to_inference) as pool:
+    with fork_pool(workers, initializer=_yield_to_inference) as pool:
         yield (item for result in pool.imap(load_many, chunks) for item in result)
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def fork_pool(workers: int, initializer: Callable[[], None] | None = None) -> Iterator[Pool]:
+    """A fork ``Pool`` whose workers die on ``Pool.terminate()`` however soon it follows their start.
+
+    fork: workers start in milliseconds and inherit what the parent loaded (spawn would re-import torch). But they
+    also inherit the CLI's Python-level SIGTERM handler, and CPython drops a signal that arrives between fork() and
+    the child's signal reset (``_PySignal_AfterFork``): a pool terminated right after it started could keep a
+    worker alive, and ``terminate()`` then joined it forever. So the stop signals stay blocked while the workers
+    fork; each worker sets their default action (SIGINT ignored: the parent ends the pool) before unblocking them,
+    and a SIGTERM that came in between is delivered then.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker, initargs=(initializer,))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    with pool:
+        yield pool
+
+
+def _start_worker(initializer: Callable[[], None] | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if initializer is not None:
+        initializer()
 
 
 def _chunked(requests: Iterable[LoadRequest]) -> Iterator[list[LoadRequest]]:

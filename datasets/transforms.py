@@ -1,6 +1,7 @@
 """The preprocessing a teacher expects, as data: crop, resize, channel order, normalisation."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -12,6 +13,10 @@ from extractor.errors import ConfigError
 Channels = Literal["gray", "rgb", "bgr"]
 CHANNELS: tuple[str, ...] = ("gray", "rgb", "bgr")
 TRANSFORM_VERSION = "1"  # bump whenever the code below changes what a spec produces
+
+
+MIN_SIZE, MAX_SIZE = 8, 2048
+"""The teacher input sides --size may name: 2048 px keeps a 64-image batch of float32 inputs near 3 GB."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,8 @@ class PreprocessSpec:
     """Fraction of the shorter side kept as a centred square; 1.0 keeps the whole image."""
 
     def __post_init__(self) -> None:
-        if self.size is not None and self.size < 8:
-            raise ConfigError(f"--size must be >= 8 pixels, got {self.size}")
+        if self.size is not None and not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise ConfigError(f"--size must be from {MIN_SIZE} to {MAX_SIZE} pixels, got {self.size}")
         if self.channels not in CHANNELS:
             raise ConfigError(f"--channels must be one of {CHANNELS}, got {self.channels!r}")
         count = 1 if self.channels == "gray" else 3
@@ -42,8 +47,10 @@ class PreprocessSpec:
             values = getattr(self, name)
             if len(values) not in (1, count):
                 raise ConfigError(f"--{name} takes 1 or {count} values for {self.channels}, got {len(values)}")
-        if any(value == 0 for value in self.std):
-            raise ConfigError("--std must not be 0")
+            if not all(math.isfinite(value) for value in values):
+                raise ConfigError(f"--{name} must be finite numbers, got {','.join(map(str, values))}")
+        if any(value <= 0 for value in self.std):
+            raise ConfigError(f"--std must be > 0, got {','.join(map(str, self.std))}")
         if not 0.0 < self.center_crop <= 1.0:
             raise ConfigError(f"--center-crop must be in (0, 1], got {self.center_crop}")
 

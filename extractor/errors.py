@@ -48,3 +48,7 @@ class MalformedAnswer(TeacherError):
 class UnreadableAnswer(MalformedAnswer):
     """The answer's body cannot be read at all (not JSON, binary tensors cut short): a transport fault,
     retried like a 5xx; an answer that reads but is wrong (NaN, wrong shape) is a plain MalformedAnswer."""
+
+
+class CheckpointError(ExtractionError):
+    """A training checkpoint cannot be read: cut short by a full disk or a kill, or not a checkpoint."""

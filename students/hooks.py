@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import IO, Any
 
@@ -12,7 +13,7 @@ import torch.nn as nn
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
-from extractor.errors import ConfigError
+from extractor.errors import CheckpointError, ConfigError
 from extractor.students.batches import DistilTensors, InputConfig, eval_batches
 from extractor.students.trainer import HookBase, LossFn, Trainer
 
@@ -164,7 +165,12 @@ def resume(trainer: Trainer, path: Path) -> None:
 
     The trainer must be built as for the original run (same model, optimizer, hooks, data and seed).
     """
-    trainer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:  # cut short, or not a checkpoint
+        raise CheckpointError(f"{path} cannot be read ({' '.join(str(exc).split())}): delete it to train the run from its start, "
+                              "or choose a new --out") from None
+    trainer.load_state_dict(state)
 
 
 class LRScheduleHook(HookBase):

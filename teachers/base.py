@@ -85,18 +85,21 @@ class Teacher(Protocol):
 
 
 def output_from_scores(scores: np.ndarray, kind: OutputKind) -> TeacherOutput:
-    """Wraps (B, C) scores the teacher gave as ``kind`` in a checked TeacherOutput."""
+    """Wraps (B, C) scores the teacher gave as ``kind`` in a shape-checked TeacherOutput.
+
+    Rows with NaN or infinite scores pass through: they are about single images, which the label job
+    records as failed one by one (``labeling.executors.answer_rows``) instead of losing the whole batch.
+    """
     scores = np.asarray(scores, dtype=np.float32)
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise MalformedAnswer(f"expected scores of shape (batch, classes>=2), got {scores.shape}")
-    if not np.isfinite(scores).all():
-        raise MalformedAnswer("the answer contains NaN or infinite scores")
     probs = np.ascontiguousarray(scores)
     return TeacherOutput(labels=probs.argmax(axis=1).astype(np.int64), probs=probs, kind=kind)
 
 
 def guess_kind(scores: np.ndarray) -> OutputKind:
-    """"probs" when every row is non-negative and sums to 1, else "logits" (for output policy "auto")."""
+    """"probs" when every finite row is non-negative and sums to 1, else "logits" (for output policy "auto")."""
+    scores = scores[np.isfinite(scores).all(axis=1)]
     rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)
     return "probs" if rows_sum_to_one and (scores >= 0).all() else "logits"
 

@@ -43,19 +43,14 @@ EXIT_BUSY = 75
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 """128 + the signal's number, as a shell reports a process the signal ended."""
 
-_MAIN_PID = os.getpid()
 _STOPPED_BY: list[str] = []
 """The signals that asked this process to stop, first first (Typer turns the KeyboardInterrupt they raise into
 exit 130 before main sees it; this says which signal it was)."""
 
 
 def _stop(signum: int, frame: object) -> None:
-    """Ctrl-C and SIGTERM stop a job alike: it stores what it received, records and prints its summary. A forked
-    worker (a decode process, which its pool ends with SIGTERM) inherits this handler and just ends."""
-    if os.getpid() != _MAIN_PID:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
+    """Ctrl-C and SIGTERM stop a job alike: it stores what it received, records and prints its summary. (Forked
+    decode workers reset both signals as they start: ``datasets.loading.fork_pool``.)"""
     name = signal.Signals(signum).name
     _STOPPED_BY.append(name)
     raise KeyboardInterrupt(name)
@@ -66,6 +61,14 @@ def _stopped(name: str) -> None:
     typer.echo(f"stopped by {name} (exit {EXIT_SIGNAL[name]}): what was done is kept; a label job continues where "
                "it stopped when run again", err=True)
     sys.exit(EXIT_SIGNAL[name])
+
+
+def _store_error(exc: sqlite3.DatabaseError) -> str:
+    """What a user can do about an SQLite error: a full disk is theirs to free, anything else needs a check."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return ("the disk that holds the label store is full: free some space, then run the same command again "
+                "(every answer committed before is kept)")
+    return f"the label store cannot be read or written ({exc}); `extractor store check --store STORE` says what is wrong"
 
 
 def main() -> None:
@@ -97,8 +100,7 @@ def main() -> None:
     except sqlite3.DatabaseError as exc:  # the store's file went bad under a job: not our bug
         if debug:
             traceback.print_exc()
-        typer.echo(f"error: the label store cannot be read or written ({exc}); `extractor store check --store "
-                   "STORE` says what is wrong", err=True)
+        typer.echo(f"error: {_store_error(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:  # outside a command (Typer exits 130 for one inside, below)
         _stopped(_STOPPED_BY[0] if _STOPPED_BY else "SIGINT")

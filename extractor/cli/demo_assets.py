@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +50,9 @@ def _upsample(image: np.ndarray) -> np.ndarray:
 
 
 def _train_teacher(pixels: np.ndarray, targets: np.ndarray, out: Path, *, seed: int, epochs: int) -> float:
+    import torch  # only when the demo teacher is built: `extractor label` never imports torch
+    from torch import nn
+
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import queue
 import threading
 from contextlib import contextmanager
@@ -11,7 +10,7 @@ from typing import Callable, Iterator, Sequence
 from extractor.datasets.decode import decode_image
 from extractor.datasets.faces import Detection, FaceDetector, FaceSpec
 from extractor.datasets.folder import FolderFile
-from extractor.datasets.loading import LoadRequest
+from extractor.datasets.loading import LoadRequest, fork_pool
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.fingerprint import detector_fingerprint
 
@@ -105,7 +104,7 @@ def _detection_pool(detector: FaceDetector, workers: int) -> Iterator[Callable[[
         yield lambda batches: map(_detect_batch, batches)
         return
     # fork: the children inherit the loaded detector instead of re-reading its weights.
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with fork_pool(workers) as pool:
         yield lambda batches: pool.imap(_detect_batch, batches)
 
 

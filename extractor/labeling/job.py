@@ -3,42 +3,25 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
-
-import numpy as np
-from tqdm import tqdm
 
 from extractor.config import LabelConfig
 from extractor.datasets.faces import FaceDetector
-from extractor.datasets.folder import FolderFile, hash_files, list_files, looks_like_image
-from extractor.datasets.loading import LoadRequest, load_many
-from extractor.datasets.views import ViewSpec
+from extractor.datasets.folder import hash_files, list_files, looks_like_image
 from extractor.errors import CacheError
-from extractor.labeling.commit import GROUP_WAIT_S, GroupCommit
-from extractor.labeling.executors import (
-    Answered,
-    Executor,
-    Stream,
-    TeacherCall,
-    TeacherOpener,
-    answer_rows,
-    make_executor,
-)
+from extractor.labeling.calls import TeacherCall
+from extractor.labeling.executors import make_executor
 from extractor.labeling.faces import FaceStage
 from extractor.labeling.plan import build_plan
 from extractor.labeling.preprocess import job_identity, preprocess_fingerprint, spec_data_of, view_spec_data
+from extractor.labeling.run import LabelRun
 from extractor.ledger import Ledger
-from extractor.store.label_store import INVALID_ANSWER, Failure, LabelRow, LabelStore
-from extractor.teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherUnavailable
+from extractor.store.label_store import LabelStore
+from extractor.teachers.base import QueryBudgetExceeded, Teacher, TeacherUnavailable
+from extractor.teachers.source import TeacherOpener
 
 log = logging.getLogger(__name__)
-
-DOWN_AFTER_FAILED_REQUESTS = 8
-"""Teacher requests in a row that bring no usable answer, each after its own retries, before a job stops:
-the teacher is down, or answers nothing usable. Any one such request only fails its images (the next run
-asks about them again; those of a request that ran out of retries are asked once more in this run)."""
 
 @dataclass(frozen=True)
 class LabelSummary:
@@ -144,6 +127,8 @@ def _label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, detect
         picked = set(cfg.only_paths)
         listed = [f for f in listed if f.relative_path in picked]
     files = hash_files(listed, known, workers=cfg.workers or 1)
+    unreadable = [f for f in files if f.problem is not None]  # failed with their reason, never the job's end
+    files = [f for f in files if f.problem is None]
     if not store.read_only:  # a dry run of a read-only store hashes again next time
         store.record_files(str(root), ((f.relative_path, f.size, f.mtime_ns, f.digest) for f in files
                                        if known.get(f.relative_path) != (f.size, f.mtime_ns, f.digest)))
@@ -163,11 +148,11 @@ def _label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, detect
                       allowed=ledger.remaining, order=cfg.order, seed=cfg.seed, is_image=looks_like_image)
     planned = plan.queries
     skipped_invalid = len(invalid & {f.digest for f in plan.unique})
-    summary = dict(images=plan.images, skipped=plan.skipped, cached=plan.cached - skipped_invalid,
+    summary = dict(images=plan.images + len(unreadable), skipped=plan.skipped, cached=plan.cached - skipped_invalid,
                    duplicates=plan.duplicates, skipped_budget=plan.held_back, views=1 + len(views),
                    view_cached=plan.view_cached, skipped_invalid=skipped_invalid)
     if cfg.dry_run:
-        return LabelSummary(labeled=0, failed=0, queries=planned, dry_run=True, by_folder=plan.by_folder(),
+        return LabelSummary(labeled=0, failed=len(unreadable), queries=planned, dry_run=True, by_folder=plan.by_folder(),
                             seconds=time.perf_counter() - started, **summary)
     description = _describe(teacher)
     if source is not None:
@@ -185,9 +170,10 @@ def _label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, detect
     ledger.keep_in(journal)  # from here on, each request is on record before it is sent
     faces = FaceStage(detector, cfg.faces, cfg.preprocess, workers=cfg.workers) \
         if detector and cfg.faces.mode != "none" else None
-    run = _LabelRun(cfg, teacher, store, job_id, preprocess, faces, call, executor)
+    run = LabelRun(cfg, teacher, store, job_id, preprocess, faces, call, executor)
     status, interrupted = "failed", None
     try:
+        run.fail_unreadable(unreadable)
         if cfg.canary:
             cached = store.cached_digests(teacher.fingerprint, preprocess, digests)
             run.canary([f for f in plan.unique if f.digest in cached][: cfg.canary])
@@ -242,189 +228,6 @@ def _recorded_source(store: LabelStore, fingerprint: str) -> dict:
     except CacheError:
         return {}
     return {"source": recorded["source"]} if recorded.get("source") else {}
-
-
-class _LabelRun:
-    """The pipelined part of one job: the executor decodes and asks the teacher; answers are committed here."""
-
-    def __init__(self, cfg: LabelConfig, teacher: Teacher, store: LabelStore, job_id: int, preprocess: str,
-                 faces: FaceStage | None, call: TeacherCall, executor: Executor) -> None:
-        self.cfg, self.teacher, self.store, self.faces = cfg, teacher, store, faces
-        self.job_id, self.preprocess, self.call, self.executor = job_id, preprocess, call, executor
-        self.ledger = call.ledger
-        self.labeled = self.failed = self.queries = self.not_images = 0
-        self.canary_checked = self.canary_changed = 0
-        self.pending_failures: list[Failure] = []
-        # A teacher that meters itself (HTTP) is paid per image and answers slowly: each answer is committed as
-        # it comes, so a kill loses only the requests in flight. A local model's answers are grouped (cheap to
-        # ask again, and thousands a second to commit).
-        self.group = GroupCommit(store, job_id, wait_s=0.0 if call.meters else GROUP_WAIT_S)
-        self.unit = min(cfg.batch_size, teacher.max_batch or cfg.batch_size)
-        self.deferred: list[tuple[LoadRequest, str]] = []
-        """Images of requests that ran out of retries, with the reason: asked once more after the others."""
-        self.unpaid: list[LoadRequest] = []
-        """Images a budget refusal left unasked."""
-        self.last_try = False
-        self.failed_in_a_row = 0
-        self.view: ViewSpec | None = None
-        """The augmented view being asked about (its answers go under its own preprocessing), or None."""
-
-    def label_view(self, view: ViewSpec, preprocess: str, files: Sequence[FolderFile]) -> None:
-        """Asks about ``view`` of each file, its answers stored under ``preprocess`` (the view's fingerprint)."""
-        self.view, self.preprocess, self.last_try = view, preprocess, False
-        self.label(files)
-
-    def label(self, misses: Sequence[FolderFile]) -> None:
-        if not misses:
-            return
-        bar = tqdm(total=len(misses), unit="img", desc="labeling", disable=self.cfg.quiet, leave=False)
-        try:
-            self._pass(self._requests(misses), bar)
-            again, self.deferred, self.last_try = self.deferred, [], True
-            if again:
-                log.warning("asking once more about %d images whose requests failed after every retry", len(again))
-                self._pass((request for request, _ in again), bar)
-        finally:
-            for request, reason in self.deferred:  # the job stopped early: failures the next run asks about
-                self._fail(request, "teacher", reason)
-            self.flush()  # a view's pass reads the plain answers this pass stored
-            bar.close()
-
-    def _pass(self, requests: Iterator[LoadRequest], bar: tqdm) -> None:
-        try:
-            with self.executor.answer(requests, self.unit) as stream:
-                try:
-                    for answered in stream:
-                        self._settle(answered, bar)
-                    self._commit([])
-                except BaseException:
-                    self._keep_paid_answers(stream, bar)
-                    raise
-        except QueryBudgetExceeded:
-            self._spend_the_rest(bar)
-            raise
-
-    def _spend_the_rest(self, bar: tqdm) -> None:
-        """After a budget refusal, asks about as many refused images as the budget still pays for, one
-        request at a time: retries that used a whole batch's share end the job at its budget, not short of it."""
-        while self.unpaid and self.ledger.remaining:
-            count = min(self.ledger.remaining, self.unit)
-            batch, self.unpaid = self.unpaid[:count], self.unpaid[count:]
-            with self.executor.answer(iter(batch), count) as stream:
-                try:
-                    for answered in stream:
-                        self._settle(answered, bar)
-                except QueryBudgetExceeded:  # its retry found the budget spent; the loop sees it
-                    pass
-            self._commit([])
-
-    def _keep_paid_answers(self, stream: Stream, bar: tqdm) -> None:
-        """After a failure, sends nothing more and stores what the calls in flight bring back: an answer
-        that was paid for is never thrown away."""
-        stream.stop()
-        for answered in stream:
-            try:
-                self._settle(answered, bar)
-            except Exception as exc:  # the job is failing already; this call's own error is secondary
-                log.debug("a teacher call in flight also failed: %s", exc)
-        self.flush()
-
-    def canary(self, files: Sequence[FolderFile]) -> None:
-        """Re-asks the teacher about cached images and warns if its answers changed."""
-        stored = self.store.labels(teacher=self.teacher.fingerprint, preprocess=self.preprocess,
-                                   digests=[f.digest for f in files]).set_index("digest")
-        loaded = [item for item in load_many(list(self._requests(files))) if item.pixels is not None]
-        try:
-            for start in range(0, len(loaded), self.unit):
-                unit = loaded[start:start + self.unit]
-                output = self.call([item.pixels for item in unit])
-                self.queries += len(unit)
-                self._commit([])
-                for row in answer_rows([item.request for item in unit], output, self.teacher.num_classes)[0]:
-                    before = stored.loc[row.digest]
-                    changed = row.label != before["label"] or (
-                        row.soft is not None and before["soft"] is not None
-                        and not np.allclose(row.soft, before["soft"], rtol=1e-3, atol=1e-4))
-                    self.canary_checked += 1
-                    self.canary_changed += bool(changed)
-        finally:
-            self.flush()  # the ledger rows of a failed call too
-        if self.canary_changed:
-            log.warning("canary: the teacher now answers differently for %d of %d cached images; its model may "
-                        "have changed behind the same fingerprint", self.canary_changed, self.canary_checked)
-
-    def _requests(self, files: Sequence[FolderFile]) -> Iterator[LoadRequest]:
-        if self.faces is None:
-            return (LoadRequest(f.path, f.digest, self.cfg.preprocess, view=self.view) for f in files)
-        known = self.store.detections(self.faces.fingerprint, (f.digest for f in files))
-        requests = self.faces.requests(files, known)
-        return requests if self.view is None else (replace(request, view=self.view) for request in requests)
-
-    def _settle(self, answered: Answered, bar: tqdm) -> None:
-        """Commits one answered batch (or its per-image failures). A request without a usable answer fails
-        its images; a budget refusal, or any other error, stops the job."""
-        for request, reason in answered.failed:
-            self._fail(request, "decode", reason)
-        sent, error = answered.sent, answered.error
-        if isinstance(error, (MalformedAnswer, TeacherUnavailable)):
-            if self._failed_request(sent, error):
-                sent = []  # not done yet: asked once more
-        elif error is not None:
-            if isinstance(error, QueryBudgetExceeded):
-                self.unpaid += sent
-            self._commit([])  # keeps the ledger rows of the failed call (a budget refusal included)
-            raise error
-        elif answered.output is not None:
-            self.queries += len(sent)
-            rows, invalid = answer_rows(sent, answered.output, self.teacher.num_classes)
-            for request, reason in invalid:  # paid for: on record, not asked about again unless retried
-                self._fail(request, INVALID_ANSWER, reason)
-            self.labeled += len(rows)
-            self.failed_in_a_row = 0
-            self._commit(rows)
-        bar.update(len(sent) + len(answered.failed))
-
-    def _failed_request(self, sent: list[LoadRequest], error: TeacherUnavailable | MalformedAnswer) -> bool:
-        """Fails the images of a request that brought no usable answer, or, where it ran out of retries, keeps
-        them for one more try; stops the job after DOWN_AFTER_FAILED_REQUESTS such requests in a row.
-
-        Returns:
-            Whether the images wait for another try.
-        """
-        self.failed_in_a_row += 1
-        again = isinstance(error, TeacherUnavailable) and not self.last_try
-        if again:
-            self.deferred += [(request, str(error)) for request in sent]
-        else:
-            self.queries += len(sent) if isinstance(error, MalformedAnswer) else 0
-            for request in sent:
-                self._fail(request, "teacher", str(error))
-        self._commit([])
-        if self.failed_in_a_row >= DOWN_AFTER_FAILED_REQUESTS:
-            raise TeacherUnavailable(f"{self.failed_in_a_row} teacher requests in a row brought no usable answer "
-                                     f"(each after its retries); last: {error}")
-        return again
-
-    def _fail(self, request: LoadRequest, stage: str, reason: str) -> None:
-        self.failed += 1
-        self.not_images += reason.startswith("not an image")
-        self.pending_failures.append(Failure(str(request.path), request.digest, stage, reason))
-        log.debug("skipped %s: %s", request.path, reason)
-
-    def flush(self) -> None:
-        """Commits everything held: the open group's answers, failures and ledger records."""
-        self._commit([])
-        self.group.flush()
-
-    def _commit(self, rows: list[LabelRow]) -> None:
-        """Hands answered rows to the group commit, and commits the failures, ledger records and face detections
-        since the last call."""
-        failures, self.pending_failures = self.pending_failures, []
-        requests = self.ledger.drain()
-        detections = self.faces.take_detections() if self.faces is not None else []
-        if detections:
-            self.store.put_detections(self.faces.fingerprint, detections)
-        self.group.add(self.teacher.fingerprint, self.preprocess, rows, failures, requests)
 
 
 def _describe(teacher: Teacher) -> dict:

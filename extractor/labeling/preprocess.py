@@ -34,8 +34,12 @@ def resolve_preprocess(teacher: Teacher, size: int | None, channels: str | None,
     shape = teacher.input_shape or (None, None, None)  # (C, H, W) with None for unknown dims
     default_channels = "gray" if shape[0] == 1 else "rgb"
     default_size = None if teacher.input_format == "image" else shape[1] or 224
+    fixed = shape[1] if teacher.input_format != "image" and isinstance(shape[1], int) else None
+    if size is not None and fixed is not None and size != fixed:
+        raise ConfigError(f"--size {size} does not fit the teacher: its input is fixed at {fixed}x{fixed} pixels "
+                          f"(leave --size out, or give --size {fixed})")
     return PreprocessSpec(
-        size=size or default_size,
+        size=default_size if size is None else size,
         channels=channels or default_channels,  # type: ignore[arg-type]
         mean=parse_floats(mean, "--mean") or (0.0,),
         std=parse_floats(std, "--std") or (255.0,),

@@ -22,8 +22,9 @@ except ImportError:  # the optional extra
 
 from extractor.datasets.loading import LoadRequest, load_many
 from extractor.datasets.transforms import PreprocessSpec
-from extractor.labeling.executors import Answered, Stream, TeacherCall, TeacherOpener, answer_files
+from extractor.labeling.calls import Answered, Stream, TeacherCall, answer_files
 from extractor.ledger import Ledger, RequestRecord
+from extractor.teachers.source import TeacherOpener
 
 log = logging.getLogger(__name__)
 

@@ -163,7 +163,8 @@ class LabelStore:
 
     def known_files(self, root: str) -> dict[str, tuple[int, int, str]]:
         """relative_path -> (size, mtime_ns, digest) of every file seen under ``root``."""
-        rows = self.db.execute("SELECT relative_path, size, mtime_ns, digest FROM files WHERE root = ?", (root,))
+        rows = self.db.execute("SELECT relative_path, size, mtime_ns, digest FROM files WHERE root = ?",
+                               (storable_name(root),))
         return {relative: (size, mtime_ns, digest) for relative, size, mtime_ns, digest in rows}
 
     def record_files(self, root: str, files: Iterable[tuple[str, int, int, str]]) -> None:
@@ -173,7 +174,8 @@ class LabelStore:
             self.db.executemany(
                 "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(root, relative_path) DO UPDATE SET "
                 "digest = excluded.digest, size = excluded.size, mtime_ns = excluded.mtime_ns, seen = excluded.seen",
-                ((root, relative, digest, size, mtime_ns, now) for relative, size, mtime_ns, digest in files))
+                ((storable_name(root), storable_name(relative), digest, size, mtime_ns, now)
+                 for relative, size, mtime_ns, digest in files))
 
     # -- labels -----------------------------------------------------------------------
 
@@ -223,7 +225,8 @@ class LabelStore:
                                 "kind) DO UPDATE SET answers = answers + excluded.answers",
                                 (teacher, preprocess, kind, added))
             self.db.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
-                                ((job_id, f.path, f.digest, f.stage, f.reason, now) for f in failures))
+                                ((job_id, storable_name(f.path), f.digest, f.stage, f.reason, now)
+                                 for f in failures))
             invalid = {f.digest: f.reason for f in failures if f.stage == INVALID_ANSWER and f.digest}
             if invalid:
                 self.db.executemany("INSERT OR REPLACE INTO invalid_answers VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -377,10 +380,7 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
-def __getattr__(name: str) -> object:
-    """``GroupCommit`` moved to ``extractor.labeling.commit``; old imports of it from here still work."""
-    if name == "GroupCommit":
-        from extractor.labeling.commit import GroupCommit
-
-        return GroupCommit
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def storable_name(name: str) -> str:
+    """A file name as the store keeps it: valid UTF-8 text. Bytes that are not UTF-8 (which Python carries as
+    surrogate escapes) are written as ``\\xNN``, so the name is kept, printable and exported."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -135,8 +136,20 @@ def decode_once(answers: TeacherAnswers, requests: list[LoadRequest], cache_dir:
                 continue
             tensors[index] = item.pixels.transpose(2, 0, 1)
             ok[index] = True
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(tensors_path, tensors)
-    np.save(ok_path, ok)
-    (cache_dir / f"{key}.json").write_text(json.dumps({"spec": spec.as_data(), "images": count}))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _save_whole(tensors_path, tensors)
+        _save_whole(ok_path, ok)
+        (cache_dir / f"{key}.json").write_text(json.dumps({"spec": spec.as_data(), "images": count}))
+    except OSError as error:  # a store on a read-only mount: train from it all the same
+        log.warning("cannot keep the decoded images in %s (%s); the next run decodes them again", cache_dir,
+                    error.strerror or error)
     return tensors, ok
+
+
+def _save_whole(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file, so a killed run never leaves a half-written cache entry."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as out:
+        np.save(out, array)
+    os.replace(partial, path)

@@ -27,9 +27,6 @@ from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
 from extractor.fingerprint import detector_fingerprint
 from extractor.run_dir import HELDOUT_FILE, LAST_CHECKPOINT, METRICS_FILE, STUDENT_ONNX, RunDir
-from extractor.training.invariance import STORED, ProbeResult, choose_policy, run_probe
-from extractor.training.parents import ParentRun, label_with_parent
-from extractor.training.answers import TeacherAnswers, decode_once, select_answers, stored_views, student_spec
 from extractor.store.label_store import LabelStore
 from extractor.students.batches import DistilTensors, InputConfig, normalize
 from extractor.students.export import export_onnx
@@ -44,6 +41,9 @@ from extractor.students.hooks import (
 from extractor.students.losses import combine_teachers, distillation_loss
 from extractor.students.trainer import Trainer, build_optimizer
 from extractor.students.zoo import count_parameters
+from extractor.training.answers import TeacherAnswers, decode_once, select_answers, stored_views, student_spec
+from extractor.training.invariance import STORED, ProbeResult, choose_policy, run_probe
+from extractor.training.parents import ParentRun, label_with_parent
 from extractor.training.tracking import tracking_hooks, write_job
 from extractor.training.views import with_views
 
@@ -277,10 +277,40 @@ def _common_images(chosen: list[TeacherAnswers]) -> list[TeacherAnswers]:
 def _check_run_dir(cfg: TrainConfig) -> None:
     if not cfg.store.exists():
         raise InputNotFound(f"--store {cfg.store} does not exist; run `extractor label` first")
-    if RunDir(cfg.out).has_checkpoint and not cfg.resume:
+    run_dir = RunDir(cfg.out)
+    if run_dir.has_checkpoint and not cfg.resume:
         raise ConfigError(f"{cfg.out} already holds a training run; pass --resume to continue it or choose a new --out")
-    RunDir(cfg.out).write_config(cfg.as_data())
+    recorded = run_dir.config() if cfg.resume and run_dir.has_checkpoint else None
+    if recorded is not None:
+        _check_same_run(cfg, recorded)
+        return  # the run's own config.json and job.toml stay as they were written
+    run_dir.write_config(cfg.as_data())
     write_job(cfg)
+
+
+def _check_same_run(cfg: TrainConfig, recorded: dict) -> None:
+    """--resume continues the run in --out: a different store, student or teachers would train something else."""
+    asked = cfg.as_data()
+    differ = [f"--{name} {_shown(asked[name])} (the run has {_shown(recorded.get(name))})"
+              for name in ("student", "teachers") if recorded.get(name, asked[name]) != asked[name]]
+    if not _same_file(Path(recorded.get("store", cfg.store)), cfg.store):
+        differ.insert(0, f"--store {cfg.store} (the run has {recorded['store']})")
+    if differ:
+        raise ConfigError(f"--resume continues the run in {cfg.out} as it began, but this command asks for "
+                          + "; ".join(differ) + ": give the run's own flags, or a new --out")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{key}={item}" for key, item in value.items() if item is not None)
+    return str(value)
 
 
 def _load_requests(store: LabelStore, answers: TeacherAnswers, spec: PreprocessSpec) -> list[LoadRequest]:

@@ -108,6 +108,18 @@ class Codec(Protocol):
     def decode(self, answer: Any) -> Answer: ...
 
 
+class WithoutMetadata:
+    """The metadata half of a ``CodecFactory`` for a protocol whose servers publish none that this teacher reads."""
+
+    @classmethod
+    def metadata_path(cls, model: str) -> str | None:
+        return None
+
+    @classmethod
+    def parse_metadata(cls, answer: dict[str, Any]) -> ModelInfo:
+        return ModelInfo()
+
+
 class CodecFactory(Protocol):
     """A protocol's codec class, before any codec is built."""
 

@@ -26,6 +26,7 @@ from extractor.teachers.http.codec import (
     CodecOptions,
     HttpRequest,
     ModelInfo,
+    WithoutMetadata,
     encode_image,
     json_bytes,
     label_index,
@@ -140,7 +141,7 @@ class JsonSpec:
 
 
 @dataclass(frozen=True)
-class JsonCodec:
+class JsonCodec(WithoutMetadata):
     """A generic JSON API described by a :class:`JsonSpec`; it publishes no metadata."""
 
     spec: JsonSpec
@@ -156,14 +157,6 @@ class JsonCodec:
     @classmethod
     def dense(cls, spec: JsonSpec | None) -> bool:
         return spec is None or spec.output == "scores"
-
-    @classmethod
-    def metadata_path(cls, model: str) -> str | None:
-        return None
-
-    @classmethod
-    def parse_metadata(cls, answer: dict[str, Any]) -> ModelInfo:
-        return ModelInfo()
 
     @classmethod
     def build(cls, options: CodecOptions, info: ModelInfo) -> JsonCodec:

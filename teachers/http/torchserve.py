@@ -14,6 +14,7 @@ from extractor.teachers.http.codec import (
     CodecOptions,
     HttpRequest,
     ModelInfo,
+    WithoutMetadata,
     encode_image,
     scores_from_mapping,
     segment,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class TorchServeCodec:
+class TorchServeCodec(WithoutMetadata):
     """TorchServe: ``POST /predictions/{model}[/{version}]`` with one PNG, answered ``{label: probability}``."""
 
     model: str
@@ -42,14 +43,6 @@ class TorchServeCodec:
     @classmethod
     def dense(cls, spec: JsonSpec | None) -> bool:
         return False
-
-    @classmethod
-    def metadata_path(cls, model: str) -> str | None:
-        return None
-
-    @classmethod
-    def parse_metadata(cls, answer: dict[str, Any]) -> ModelInfo:
-        return ModelInfo()
 
     @classmethod
     def build(cls, options: CodecOptions, info: ModelInfo) -> TorchServeCodec:

@@ -8,28 +8,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from extractor.errors import MalformedAnswer
-from extractor.teachers.base import output_from_scores
 from tests.e2e.cli import installed, installed_json
 from tests.images import write_jpegs
 from tests.servers.model_server import tiny_classifier
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _teachers_reject_nan_batches() -> bool:
-    """Whether the teacher adapters still refuse a whole batch for one non-finite row (teachers/base.py
-    output_from_scores raises MalformedAnswer), so that the job never sees which image it was."""
-    try:
-        output_from_scores(np.array([[np.nan, 1.0], [0.0, 1.0]], np.float32), "logits")
-    except MalformedAnswer:
-        return True
-    return False
-
-
-needs_rows = pytest.mark.xfail(_teachers_reject_nan_batches(), strict=True,
-                               reason="teachers/base.py output_from_scores raises for a batch with one NaN row; "
-                                      "the job fails bad rows alone once the teacher hands them over")
 
 
 def nan_for_dark_images(path, size=16, classes=3):
@@ -54,7 +37,6 @@ def nan_for_dark_images(path, size=16, classes=3):
     return path
 
 
-@needs_rows
 def test_an_onnx_teacher_that_gives_nan_for_two_images_fails_those_two_alone(tmp_path):
     write_jpegs(tmp_path / "images", 30)
     for shade in (1, 2):  # two different contents, both far darker than the model's floor
@@ -77,7 +59,6 @@ def test_an_onnx_teacher_that_gives_nan_for_two_images_fails_those_two_alone(tmp
     assert "invalid answers 2" in text and "(4 answer)" in text
 
 
-@needs_rows
 def test_an_http_answer_with_one_nan_fails_that_image_not_its_request(serve, tmp_path):
     server = serve(tiny_classifier(channels=1, size=32, classes=5), "kserve-v2", fault="nan", fault_times=1)
     write_jpegs(tmp_path / "images", 16)

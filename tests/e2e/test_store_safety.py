@@ -129,8 +129,6 @@ def test_a_store_on_a_read_only_mount_can_be_read(labeled):
 
 
 @pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` to mount a folder read-only")
-@pytest.mark.xfail(strict=True, reason="train writes its decoded-tensor cache beside the store "
-                   "(extractor/training/answers.py decode_once: <store>.tensors); on a read-only mount it fails")
 def test_train_reads_a_store_on_a_read_only_mount(labeled):
     shelf = labeled / "shelf"
     shelf.mkdir()
@@ -147,3 +145,28 @@ def test_a_backup_taken_while_a_job_runs_is_whole(labeled):
     assert copy["labels"] == 60 and len(copy["jobs"]) == 1
     again = installed("store", "backup", "--store", "labels.db", "--out", "copy.db", cwd=labeled, check=False)
     assert again.returncode == 1 and "never overwrites" in again.stderr
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` to mount a small tmpfs")
+def test_a_full_disk_stops_the_job_in_one_line_and_a_rerun_with_space_finishes_it(tmp_path):
+    write_jpegs(tmp_path / "images", 600)
+    linear_classifier(tmp_path / "teacher.onnx", size=16)
+    (tmp_path / "shelf").mkdir()
+    label = (f"'{console_script()}' label --teacher teacher.onnx --images images --store shelf/labels.db "
+             "--mean 127.5 --std 127.5 --batch-size 16 --quiet")
+    script = "\n".join([  # one private mount namespace: the tmpfs lives as long as the script
+        "mount -t tmpfs -o size=400k full shelf || exit 99",
+        f"{label} > full.out 2> full.err; echo $? > full.rc",
+        f"'{console_script()}' store check --store shelf/labels.db --json > check.out 2> check.err",
+        "mount -o remount,size=64m shelf",
+        f"{label} --json > again.out 2> again.err; echo $? > again.rc",
+        "cp shelf/labels.db kept.db",
+    ])
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=tmp_path, timeout=300, check=True)
+    full_error = (tmp_path / "full.err").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() == "1"
+    assert full_error.count("\n") == 1 and "disk that holds the label store is full" in full_error, full_error
+    assert '"healthy": true' in (tmp_path / "check.out").read_text()
+    assert (tmp_path / "again.rc").read_text().strip() == "0", (tmp_path / "again.err").read_text()
+    with sqlite3.connect(tmp_path / "kept.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (600,)

@@ -8,7 +8,8 @@ from extractor.config import LabelConfig
 from extractor.datasets.loading import LoadRequest
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, QueryBudgetExceeded, UnknownNameError
-from extractor.labeling.executors import LocalExecutor, TeacherCall, make_executor
+from extractor.labeling.calls import TeacherCall
+from extractor.labeling.executors import LocalExecutor, make_executor
 from extractor.ledger import Ledger
 from extractor.teachers.onnx import OnnxTeacher
 from tests.images import write_jpegs

@@ -9,9 +9,10 @@ import pytest
 from extractor.config import LabelConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import CacheError
+from extractor.labeling.commit import GroupCommit
 from extractor.labeling.job import label_dataset
 from extractor.ledger import RequestRecord
-from extractor.store.label_store import GroupCommit, LabelRow, LabelStore
+from extractor.store.label_store import LabelRow, LabelStore
 from extractor.teachers.onnx import OnnxTeacher
 from tests.images import broken_files, other_files, random_image, write_jpegs
 from tests.models import linear_classifier

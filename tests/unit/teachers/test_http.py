@@ -411,7 +411,6 @@ def test_refused_connection_is_unavailable() -> None:
 # --- malformed answers ---------------------------------------------------------------------------
 
 MALFORMED = {
-    "nan": {protocol: "NaN or infinite" for protocol in ("kserve-v2", "kserve-v1", "torchserve", "json")},
     "missing-field": {"kserve-v2": "no 'outputs' field", "kserve-v1": "no 'predictions' field",
                       "torchserve": "names no classes", "json": "no 'result.scores'"},
     "wrong-shape": {"kserve-v2": "6 scores per image but the teacher has 7 classes",
@@ -419,6 +418,18 @@ MALFORMED = {
                     "torchserve": "expected a \\{label: score\\} object, got list",
                     "json": "6 scores per image but the teacher has 7 classes"},
 }
+
+
+@pytest.mark.parametrize("protocol", ["kserve-v2", "kserve-v1", "json"])
+def test_a_nan_score_comes_back_in_its_own_row_not_as_a_malformed_answer(serve, protocol) -> None:
+    """One image's NaN is that image's problem: the label job fails it alone (labeling.calls.answer_rows)."""
+    server = serve(TINY, protocol, class_names=EMOTIONS)
+    teacher = HttpTeacher(make_config(server), ledger=Ledger())
+    server.set(fault="nan", fault_times=1)
+    output = teacher.predict(inputs_for(teacher, teacher.max_batch and min(teacher.max_batch, 3)))
+    finite_rows = np.isfinite(output.probs).all(axis=1)
+    assert not finite_rows.all() and finite_rows.any()
+    assert server.counts()["requests"] == 1  # not retried: the other images' answers are good
 
 
 @pytest.mark.parametrize("fault, protocol, reason",
