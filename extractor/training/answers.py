@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from tqdm import tqdm
 from extractor.datasets.loading import LoadRequest, load_parallel
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import VIEW_VERSION, ViewSpec
-from extractor.errors import CacheError
+from extractor.errors import CacheError, ConfigError
 from extractor.fingerprint import stable_hash
 from extractor.store.label_store import LabelStore
 
@@ -126,6 +126,7 @@ def decode_once(answers: TeacherAnswers, requests: list[LoadRequest], cache_dir:
     if tensors_path.exists() and ok_path.exists():
         return np.load(tensors_path), np.load(ok_path)
     count, channels = len(answers.digests), spec.num_channels
+    require_memory(count * channels * spec.size * spec.size, available_memory())
     tensors = np.zeros((count, channels, spec.size, spec.size), dtype=np.uint8)
     ok = np.zeros(count, dtype=bool)
     with load_parallel(requests, workers) as loaded:
@@ -145,6 +146,30 @@ def decode_once(answers: TeacherAnswers, requests: list[LoadRequest], cache_dir:
         log.warning("cannot keep the decoded images in %s (%s); the next run decodes them again", cache_dir,
                     error.strerror or error)
     return tensors, ok
+
+
+MEMORY_SHARE = 0.7
+"""The share of the memory available now that the decoded training images may take (training needs the rest)."""
+
+
+def require_memory(needed: int, available: int | None) -> None:
+    """Refuses, in one line, a decoded-image cache that would not fit in memory (None: unknown, so allowed)."""
+    if available is not None and needed > MEMORY_SHARE * available:
+        raise ConfigError(f"the decoded training images need {needed / 2**30:.1f} GiB, more than "
+                          f"{MEMORY_SHARE:.0%} of the {available / 2**30:.1f} GiB of memory available: "
+                          "lower the student's --size, or train on fewer answers")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _save_whole(path: Path, array: np.ndarray) -> None:
