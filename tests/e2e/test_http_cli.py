@@ -134,12 +134,13 @@ def test_faults_are_retried_and_malformed_answers_are_failures_not_labels(serve,
     bad_store = tmp_path / "bad.db"
     server.set(fault="nan", fault_times=1)
     result = json.loads(http_label(server, faces, bad_store, *flags).stdout)
-    assert (result["labeled"], result["failed"]) == (48, 16)
+    assert (result["labeled"], result["failed"]) == (63, 1)  # the NaN fails its image, not its request
     with sqlite3.connect(bad_store) as db:
         reasons = {r for (r,) in db.execute("SELECT reason FROM failures")}
-        assert db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 48
+        assert db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 63
     assert len(reasons) == 1 and "NaN" in next(iter(reasons))
-    assert '"labeled": 16' in http_label(server, faces, bad_store, *flags).stdout  # the failed ones, now fine
+    assert '"queries": 0' in http_label(server, faces, bad_store, *flags).stdout  # paid for: not asked again
+    assert '"labeled": 1' in http_label(server, faces, bad_store, *flags, "--retry-failed").stdout
 
 
 def test_killed_http_job_resumes_without_duplicates(tmp_path):
