@@ -51,42 +51,57 @@ from real_pair import (
 TA_LINKS = "resnet20,resnet8"
 LONG_LINKS = "resnet20,resnet8,resnet8:0.5,resnet8:0.25"
 AUGMENT = "flip,shift"
+RESNET8_RUNS = {"direct": [], "hard": ["--targets", "hard"]}
+"""The ResNet-8 trained on the teacher's answers beside each chain: name -> extra `extractor train` flags."""
+CIFAR_TRUTH = ["--ground-truth", "folders", "--classes", CIFAR_CLASSES]
 TAKD_ANCHOR = ("TAKD (Mirzadeh et al. 2020, Table 2), CIFAR-100, ResNet-110 teacher, ResNet-8 student: "
                "61.41% accuracy distilled directly, 61.82% through a teacher assistant")
 extractor = partial(cli_runs.extractor, nice=True)
 """Every command at a lower priority with passive OpenMP waits: these trainings share the machine."""
 
 
+def ta_seed(out: Path, store: Path, split_csv: Path, epochs: int, seed: int, links: str, stop_drop: float | None,
+            resnet8_runs: dict[str, list[str]]) -> tuple[dict[str, dict], dict]:
+    """One seed on the labeled CIFAR pool: `extractor chain --links LINKS` and, for each of ``resnet8_runs`` (name ->
+    extra flags), `extractor train --student resnet8`; a run already in ``out`` is kept (or resumed).
+
+    Returns:
+        Rows by name ("ta": the chain's first link, "ta_student": its second, then ``resnet8_runs``'s), with
+        fidelity, accuracy, size_mb and train_minutes; and the chain's report.
+    """
+    common = ["--store", store, "--epochs", epochs, "--split-by", split_csv, "split", "--heldout", HELDOUT,
+              "--augment", AUGMENT, "--quiet"]
+    chain = out / f"cifar-chain-seed{seed}"
+    if not (chain / "chain.json").exists() or json.loads((chain / "chain.json").read_text())["status"] == "running":
+        extractor("chain", "--out", chain, "--links", links, "--seed", seed,
+                  *(["--stop-drop", stop_drop] if stop_drop is not None else []), *common)
+    chain_report = extractor("report", chain, *CIFAR_TRUTH)
+    rows = {"ta": chain_report["chain"][0], "ta_student": chain_report["chain"][1]}
+    for name, extra in resnet8_runs.items():
+        run = out / f"cifar-resnet8-{name}-seed{seed}"
+        if not (run / "run.json").exists():
+            extractor("train", "--out", run, "--student", "resnet8", "--seed", seed, *common, *extra,
+                      *(["--resume"] if (run / "last.pt").exists() else []))
+        report = extractor("report", run, *CIFAR_TRUTH)
+        minutes = json.loads((run / "run.json").read_text())["train_seconds"] / 60
+        rows[name] = {"fidelity": report["fidelity"], "accuracy": report["accuracy"],
+                      "size_mb": report["student"]["size_mb"], "train_minutes": minutes}
+    print(f"seed {seed}: " + ", ".join(f"{name} {row['fidelity']:.3f}" for name, row in rows.items()), flush=True)
+    return rows, chain_report
+
+
 def cifar(args: argparse.Namespace) -> tuple[str, str]:
     """Runs the CIFAR-10 experiments; returns the teacher-assistant table and seed 0's chain table."""
     _, split_csv, store = label_cifar_split(args.out, args.images, args.test_images, teacher=args.teacher, nice=True)
-    common = ["--store", store, "--epochs", args.epochs, "--split-by", split_csv, "split", "--heldout", HELDOUT,
-              "--augment", AUGMENT, "--quiet"]
-    truth = ["--ground-truth", "folders", "--classes", CIFAR_CLASSES]
     rows: dict[str, list[dict]] = {"ta": [], "ta_student": [], "direct": [], "hard": []}
     chain_report: dict = {}
     for seed in args.seeds:
-        chain = args.out / f"cifar-chain-seed{seed}"
         links = LONG_LINKS if seed == args.seeds[0] else TA_LINKS
-        if not (chain / "chain.json").exists() or json.loads((chain / "chain.json").read_text())["status"] == "running":
-            extractor("chain", "--out", chain, "--links", links, "--seed", seed, "--stop-drop", args.stop_drop,
-                      *common)
-        report = extractor("report", chain, *truth)
-        rows["ta"].append(report["chain"][0])
-        rows["ta_student"].append(report["chain"][1])
+        found, report = ta_seed(args.out, store, split_csv, args.epochs, seed, links, args.stop_drop, RESNET8_RUNS)
+        for key, row in found.items():
+            rows[key].append(row)
         if seed == args.seeds[0]:
             chain_report = report
-        for name, extra in (("direct", []), ("hard", ["--targets", "hard"])):
-            run = args.out / f"cifar-resnet8-{name}-seed{seed}"
-            if not (run / "run.json").exists():
-                extractor("train", "--out", run, "--student", "resnet8", "--seed", seed, *common, *extra,
-                          *(["--resume"] if (run / "last.pt").exists() else []))
-            report = extractor("report", run, *truth)
-            minutes = json.loads((run / "run.json").read_text())["train_seconds"] / 60
-            rows[name].append({"fidelity": report["fidelity"], "accuracy": report["accuracy"],
-                               "size_mb": report["student"]["size_mb"], "train_minutes": minutes})
-        print(f"seed {seed}: TA student {rows['ta_student'][-1]['fidelity']:.3f}, direct "
-              f"{rows['direct'][-1]['fidelity']:.3f}, hard {rows['hard'][-1]['fidelity']:.3f}", flush=True)
     teacher = chain_report["teacher"]
     lines = [f"CIFAR-10: black box {args.teacher.stem} ({teacher['size_mb']:.2f} MB, {teacher['params']:,} params, "
              f"{100 * teacher['accuracy']:.1f}% accurate on these test images); pool {args.images} train images, "

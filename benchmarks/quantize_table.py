@@ -56,6 +56,19 @@ def quantize_without_teacher_network(run: Path, bits: int, epochs: int, seed: in
           flush=True)
 
 
+def quantize_variants(run: Path, bits: int, epochs: int, baseline_epochs: list[int], seed: int) -> None:
+    """`extractor quantize`: the ``bits`` variant distilled for ``epochs`` and `--no-distill` for each of
+    ``baseline_epochs``, into ``run/<variant>-e<epochs>-seed<seed>``; a variant already there is kept."""
+    kind = "binary" if bits == 1 else "ternary"
+    plans = [(kind, epochs, [])] + [(f"{kind}-nodistill", count, ["--no-distill"]) for count in baseline_epochs]
+    for name, count, extra in plans:
+        out = run / f"{name}-e{count}-seed{seed}"
+        if not (out / "run.json").exists():
+            extractor("quantize", run, "--bits", bits, "--out", out, "--epochs", count, "--seed", seed, "--quiet",
+                      *extra)
+        print(f"{out.name}: fidelity {json.loads((out / 'run.json').read_text())['fidelity']:.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000, help="train images in the pool (class-balanced)")
@@ -84,15 +97,7 @@ def main() -> None:
         extractor("quantize", run, "--bits", 8, "--quiet")
     for seed in args.seeds:
         for bits in (1, 2):
-            kind = "binary" if bits == 1 else "ternary"
-            plans = [(kind, args.epochs, [])] + [(f"{kind}-nodistill", epochs, ["--no-distill"])
-                                                 for epochs in baseline_epochs]
-            for name, epochs, extra in plans:
-                out = run / f"{name}-e{epochs}-seed{seed}"
-                if not (out / "run.json").exists():
-                    extractor("quantize", run, "--bits", bits, "--out", out, "--epochs", epochs, "--seed", seed,
-                              "--quiet", *extra)
-                print(f"{out.name}: fidelity {json.loads((out / 'run.json').read_text())['fidelity']:.3f}", flush=True)
+            quantize_variants(run, bits, args.epochs, baseline_epochs, seed)
             quantize_without_teacher_network(run, bits, args.epochs, seed)
     report = extractor("report", run, "--ground-truth", "folders", "--classes", CIFAR_CLASSES)
     print()

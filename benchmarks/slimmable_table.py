@@ -50,23 +50,36 @@ def main() -> None:
     # every setting pinned, so that a changed default never mixes two recipes in one table
     common = ["--store", store, "--student", args.student, "--epochs", args.epochs, "--heldout", args.heldout,
               "--batch-size", args.batch_size, "--lr", args.lr, "--augment", "flip,shift", "--temperature", 4]
-    runs: dict[tuple[str, int], dict] = {}
-    for seed in args.seeds:
-        plans = {f"separate-w{w}": ["--width", w] for w in widths}
-        plans.update({mode: ["--slimmable", args.widths, "--inplace", mode] for mode in MODES})
-        for name, extra in plans.items():
-            out = args.out / (f"{args.student}-{args.images}-e{args.epochs}-b{args.batch_size}-lr{args.lr}"
-                              f"-{name}-seed{seed}")
-            if not (out / "run.json").exists():
-                extractor("train", *common, "--out", out, "--seed", seed, "--quiet", *extra)
-            report = extractor("report", out, "--ground-truth", "folders", "--classes", CIFAR_CLASSES)
-            run = json.loads((out / "run.json").read_text())
-            runs[(name, seed)] = {"report": report, "run": run}
-            print(f"{name:14s} seed {seed}: fidelity {report['fidelity']:.3f}, "
-                  f"{run['train_seconds'] / 60:.1f} min", flush=True)
+    prefix = args.out / f"{args.student}-{args.images}-e{args.epochs}-b{args.batch_size}-lr{args.lr}"
+    runs = {(name, seed): entry for seed in args.seeds
+            for name, entry in width_runs(prefix, common, widths, widths, MODES, seed).items()}
     print()
     print(table(runs, widths, args))
     print(step_cost(args.student, widths))
+
+
+def width_runs(prefix: Path, common: list, widths: list[float], separate: list[float], modes: tuple[str, ...],
+               seed: int) -> dict[str, dict]:
+    """`extractor train` (``common`` flags) of each ``separate`` width on its own and of one slimmable student of
+    ``widths`` per in-place mode, into ``<prefix>-<name>-seed<seed>`` (a run already there is kept), and each
+    run's report.
+
+    Returns:
+        name ("separate-w<width>" or the mode) -> ``{"report", "run"}`` (the report's dict, run.json).
+    """
+    plans = {f"separate-w{w}": ["--width", w] for w in separate}
+    plans.update({mode: ["--slimmable", ",".join(map(str, widths)), "--inplace", mode] for mode in modes})
+    runs = {}
+    for name, extra in plans.items():
+        out = prefix.with_name(f"{prefix.name}-{name}-seed{seed}")
+        if not (out / "run.json").exists():
+            extractor("train", *common, "--out", out, "--seed", seed, "--quiet", *extra)
+        report = extractor("report", out, "--ground-truth", "folders", "--classes", CIFAR_CLASSES)
+        run = json.loads((out / "run.json").read_text())
+        runs[name] = {"report": report, "run": run}
+        print(f"{name:14s} seed {seed}: fidelity {report['fidelity']:.3f}, {run['train_seconds'] / 60:.1f} min",
+              flush=True)
+    return runs
 
 
 def table(runs: dict, widths: list[float], args: argparse.Namespace) -> str:

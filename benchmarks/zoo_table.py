@@ -50,18 +50,26 @@ def main() -> None:
     for student in args.students:
         for seed in args.seeds:
             run = args.out / f"{student}-{pool.name}-e{args.epochs}-seed{seed}"
-            if not (run / "run.json").exists():
-                size = ["--size", SIZE[student]] if student in SIZE else []
-                extractor("train", "--store", store, "--out", run, "--student", student, "--epochs", args.epochs,
-                          "--split-by", split_csv, "split", "--heldout", HELDOUT, "--seed", seed, "--quiet", *size)
-            report = extractor("report", run, "--ground-truth", "folders", "--classes", CIFAR_CLASSES)
-            trained = json.loads((run / "run.json").read_text())
-            row = {"report": report, "minutes": trained["train_seconds"] / 60,
-                   "queries": trained["queries"] + trained["probe_queries"]}
-            rows.setdefault(student, []).append(row)
-            print(f"{run.name}: fidelity {report['fidelity']:.3f} accuracy {report['accuracy']:.3f}", flush=True)
+            rows.setdefault(student, []).append(zoo_row(run, store, split_csv, student, args.epochs, seed))
     print()
     print(table(rows, args))
+
+
+def zoo_row(run: Path, store: Path, split_csv: Path, student: str, epochs: int, seed: int, *extra: object) -> dict:
+    """`extractor train` (skipped when ``run`` already holds it; ``extra``: more train flags) and its report.
+
+    Returns:
+        ``{"report", "minutes", "queries"}``: the report's dict, training minutes, answers + probe queries.
+    """
+    if not (run / "run.json").exists():
+        size = ["--size", SIZE[student]] if student in SIZE else []
+        extractor("train", "--store", store, "--out", run, "--student", student, "--epochs", epochs,
+                  "--split-by", split_csv, "split", "--heldout", HELDOUT, "--seed", seed, "--quiet", *size, *extra)
+    report = extractor("report", run, "--ground-truth", "folders", "--classes", CIFAR_CLASSES)
+    trained = json.loads((run / "run.json").read_text())
+    print(f"{run.name}: fidelity {report['fidelity']:.3f} accuracy {report['accuracy']:.3f}", flush=True)
+    return {"report": report, "minutes": trained["train_seconds"] / 60,
+            "queries": trained["queries"] + trained["probe_queries"]}
 
 
 def table(rows: dict[str, list[dict]], args: argparse.Namespace) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch.nn as nn
 from torch.nn import init
-from torchvision.models import squeezenet as tv_squeezenet
 
 
 def squeezenet1_1(num_classes: int, in_channels: int = 3) -> nn.Module:
@@ -30,6 +29,8 @@ def squeezenet1_1(num_classes: int, in_channels: int = 3) -> nn.Module:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    from torchvision.models import squeezenet as tv_squeezenet  # torchvision loads torch._dynamo: seconds per command
+
     model = tv_squeezenet.squeezenet1_1(weights=None, num_classes=num_classes)
     if in_channels != 3:
         first = model.features[0]
