@@ -54,7 +54,9 @@ def main() -> None:
     for budget in args.budgets:
         for strategy in args.strategies:
             for seed in args.seeds:
-                out = args.out / f"{strategy}-b{budget}-r{args.rounds}-e{args.epochs}-seed{seed}"
+                # The name holds every flag that changes a distill run: a finished run is reused only for the same ones.
+                out = args.out / (f"{strategy}-b{budget}-r{args.rounds}-e{args.epochs}-{args.student}"
+                                  f"-pool{args.pool}-seed{seed}")
                 if not _finished(out, args.rounds):
                     extractor("distill", "--teacher", CIFAR_TEACHER, "--images", pool, "--budget", budget,
                               "--rounds", args.rounds, "--strategy", strategy, "--out", out, "--student",
