@@ -52,8 +52,14 @@ class LearningCurve:
         return Prediction(queries, _fidelity(mean), _fidelity(mean + half), _fidelity(mean - half))
 
 
-def fit_learning_curve(queries: Sequence[int], fidelities: Sequence[float]) -> LearningCurve | None:
-    """The curve through (queries, fidelity) points, or None with fewer than two distinct query counts."""
+def fit_learning_curve(queries: Sequence[int], fidelities: Sequence[float],
+                       heldout_images: Sequence[int] | None = None) -> LearningCurve | None:
+    """The curve through (queries, fidelity) points, or None with fewer than two distinct query counts.
+
+    ``heldout_images``: how many images each fidelity was measured on. The residual spread is then at least
+    what measuring on so few images alone gives, so three rounds that happen to agree exactly (a common sight
+    on 50 held-out images) do not make a zero-width interval.
+    """
     x = np.log(np.asarray(queries, dtype=np.float64))
     y = np.log(np.clip(1.0 - np.asarray(fidelities, dtype=np.float64), _FLOOR, 1.0))
     if len(x) < 2 or np.ptp(x) == 0:
@@ -61,9 +67,18 @@ def fit_learning_curve(queries: Sequence[int], fidelities: Sequence[float]) -> L
     slope, intercept = np.polyfit(x, y, 1)
     residuals = y - (intercept + slope * x)
     sd = float(math.sqrt((residuals ** 2).sum() / (len(x) - 2))) if len(x) > 2 else None
+    if sd is not None and heldout_images is not None:
+        sd = max(sd, _sampling_sd(fidelities, heldout_images))
     return LearningCurve(float(intercept), float(slope), len(x), sd, float(x.mean()),
                          float(((x - x.mean()) ** 2).sum()))
 
 
 def _fidelity(log_disagreement: float) -> float:
     return float(min(1.0, max(0.0, 1.0 - math.exp(log_disagreement))))
+
+
+def _sampling_sd(fidelities: Sequence[float], heldout_images: Sequence[int]) -> float:
+    """The sd of log-disagreement from binomial sampling alone: var(log d) ~ (1 - d) / (d n) (delta method)."""
+    n = np.maximum(np.asarray(heldout_images, dtype=np.float64), 1.0)
+    d = np.clip(1.0 - np.asarray(fidelities, dtype=np.float64), 1.0 / (n + 1), 1.0 - 1.0 / (n + 1))
+    return float(math.sqrt(((1.0 - d) / (d * n)).mean()))

@@ -91,7 +91,8 @@ def run_distill(job: DistillJob) -> Result:
         run = run_dir.run()
         build_report(run_dir.path, peers=[_round_dir(job, done) for done in range(1, number + 1)])
         state["rounds"].append({"round": number, "budget": spent, "queries": run["queries"],
-                                "fidelity": run["fidelity"], "strategy": "fair sample" if index == 0 else _strategy(job, number),
+                                "fidelity": run["fidelity"], "heldout_images": run_dir.report()["eval_images"],
+                                "strategy": "fair sample" if index == 0 else _strategy(job, number),
                                 "run": run_dir.path.name, "picks": picks.name if picks else None,
                                 "select_seconds": selected.get("seconds"),
                                 "select_cpu_seconds": selected.get("cpu_seconds")})
@@ -103,7 +104,9 @@ def run_distill(job: DistillJob) -> Result:
 
 def _forecast(rounds: list[dict], budgets: list[int], budget: int) -> dict | None:
     """What the next round and twice the budget are expected to reach, from the rounds so far."""
-    curve = fit_learning_curve([entry["queries"] for entry in rounds], [entry["fidelity"] for entry in rounds])
+    sizes = [entry.get("heldout_images") for entry in rounds]  # absent in a state written before it was kept
+    curve = fit_learning_curve([entry["queries"] for entry in rounds], [entry["fidelity"] for entry in rounds],
+                               None if None in sizes else sizes)
     if curve is None:
         return None
     done = len(rounds)

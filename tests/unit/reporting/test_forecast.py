@@ -27,3 +27,11 @@ def test_noise_widens_the_interval_around_the_guess():
 def test_one_point_is_no_curve():
     assert fit_learning_curve([100], [0.5]) is None
     assert fit_learning_curve([100, 100], [0.5, 0.6]) is None
+
+
+def test_rounds_that_agree_exactly_on_few_images_still_give_an_interval():
+    """Three rounds at 25.5% on about 50 held-out images: no zero-width interval (the sampling error remains)."""
+    guess = fit_learning_curve([500, 1000, 1500], [0.255] * 3, heldout_images=[51, 51, 51]).predict(2000)
+    assert guess.high - guess.low > 0.1
+    exact = fit_learning_curve([500, 1000, 1500], [0.255] * 3).predict(2000)
+    assert exact.high == pytest.approx(exact.low)  # without the sizes, the fit alone knows no better
