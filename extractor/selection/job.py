@@ -66,7 +66,7 @@ def select_images(cfg: SelectConfig) -> Result:
     root = Path(cfg.images).resolve()
     with LabelStore(Path(run["config"]["store"])) as store:
         known = store.known_files(str(root))
-        files = hash_files(list_files(root), known, workers=cfg.workers or 1)
+        files = [f for f in hash_files(list_files(root), known, workers=cfg.workers or 1) if f.problem is None]
         answered = store.cached_digests(run["teacher"]["fingerprint"], run["preprocess_fingerprint"],
                                         {f.digest for f in files})
     unique = list({f.digest: f for f in files if f.digest in answered or looks_like_image(f)}.values())
