@@ -142,7 +142,8 @@ def format_label_summary(summary: LabelSummary, store: Path) -> str:
         text = (f"dry run: {summary.images} images ({summary.skipped} other files skipped), "
                 f"{summary.cached} already cached, "
                 f"{summary.queries} images would be sent to the teacher"
-                + (f" ({summary.skipped_budget} more held back by --budget)" if summary.skipped_budget else ""))
+                + (f" ({summary.skipped_budget} more held back by --budget)" if summary.skipped_budget else "")
+                + (f"; {summary.failed} files cannot be read" if summary.failed else ""))
         folders = summary.by_folder or {}
         if len(folders) > 1 or summary.skipped_budget:
             text += "\nby folder: " + ", ".join(f"{name} {count}" for name, count in folders.items())

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Literal, Mapping
 
 from extractor.datasets.folder import FolderFile
 from extractor.datasets.views import ViewSpec
+from extractor.store.label_store import storable_name
 
 Order = Literal["digest", "path"]
 
@@ -51,7 +52,8 @@ class LabelPlan:
 
     def by_folder(self) -> dict[str, int]:
         """Queries per top-level folder of the image tree ("." for files at its root), sorted by folder."""
-        counts = Counter(_top_folder(f.relative_path) for purchase in self.purchases for f in purchase.files)
+        counts = Counter(storable_name(_top_folder(f.relative_path))  # printable, whatever the folder's bytes
+                         for purchase in self.purchases for f in purchase.files)
         return dict(sorted(counts.items()))
 
 
