@@ -38,6 +38,7 @@ def test_a_symlink_loop_and_a_name_that_is_not_utf8_fail_alone_and_are_kept(fold
     odd = os.fsencode(images) + b"/caf\xe9.jpg"  # Latin-1, not UTF-8
     with open(odd, "wb") as handle:
         handle.write((images / "img_000.jpg").read_bytes()[:-200])  # an image cut short, too
+    assert "2 files cannot be read" in installed(*LABEL, "--dry-run", cwd=folder).stdout
     summary = installed_json(*LABEL, cwd=folder)
     assert (summary["labeled"], summary["failed"]) == (12, 3)
     with sqlite3.connect(folder / "labels.db") as db:
