@@ -12,6 +12,7 @@ from extractor.config import LabelConfig
 from extractor.datasets.folder import FolderFile
 from extractor.datasets.loading import LoadRequest, load_many
 from extractor.datasets.views import ViewSpec
+from extractor.errors import ConfigError
 from extractor.labeling.calls import Answered, Executor, Stream, TeacherCall, answer_rows
 from extractor.labeling.commit import GROUP_WAIT_S, GroupCommit
 from extractor.labeling.faces import FaceStage
@@ -161,10 +162,23 @@ class LabelRun:
             rows, invalid = answer_rows(sent, answered.output, self.teacher.num_classes)
             for request, reason in invalid:  # paid for: on record, not asked about again unless retried
                 self._fail(request, INVALID_ANSWER, reason)
+            if self._not_probabilities(answered, rows, invalid):
+                self._commit([])  # the first answers are all "probabilities" that are not: stop paying for more
+                raise ConfigError(f"the teacher's answers are not probabilities ({invalid[0][1]}); the "
+                                  f"{len(invalid)} images of its first answer are kept as invalid. Label again "
+                                  "with --output-policy auto (or logits)")
             self.labeled += len(rows)
             self.failed_in_a_row = 0
             self._commit(rows)
         bar.update(len(sent) + len(answered.failed))
+
+    def _not_probabilities(self, answered: Answered, rows: list[LabelRow], invalid: list) -> bool:
+        """Whether the job's first answer, read as probabilities, has finite scores and not one usable row:
+        the teacher gives logits (or some other score) and --output-policy says probs."""
+        output = answered.output
+        return (output is not None and output.kind == "probs" and output.probs is not None and bool(invalid)
+                and not rows and not self.labeled and not self.cfg.retry_failed
+                and bool(np.isfinite(output.probs).all()))
 
     def _failed_request(self, sent: list[LoadRequest], error: TeacherUnavailable | MalformedAnswer) -> bool:
         """Fails the images of a request that brought no usable answer, or, where it ran out of retries, keeps

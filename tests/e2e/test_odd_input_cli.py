@@ -65,15 +65,19 @@ def test_bad_preprocessing_values_are_refused_before_anything_is_paid(folder, fl
             assert db.execute("SELECT COUNT(*) FROM requests").fetchone() == (0,)
 
 
-def test_probabilities_that_are_not_probabilities_fail_their_images_as_invalid_answers(folder):
-    """A logits model labeled with --output-policy probs: every answer is paid for, none is trained on."""
-    summary = installed_json(*LABEL, "--output-policy", "probs", cwd=folder)
-    assert (summary["labeled"], summary["failed"]) == (0, 12)
-    stats = installed_json("store", "stats", "--store", "labels.db", cwd=folder)
-    assert stats["labels"] == 0
+def test_probabilities_that_are_not_probabilities_stop_the_job_after_its_first_answer(folder):
+    """A logits model labeled with --output-policy probs: the first answer is kept as invalid, nothing more is
+    bought, and the error says which flag to use."""
+    says = one_line_error(installed(*LABEL, "--output-policy", "probs", "--batch-size", "4", cwd=folder,
+                                    check=False))
+    assert "not probabilities" in says and "--output-policy auto" in says
     with sqlite3.connect(folder / "labels.db") as db:
         reasons = [reason for (reason,) in db.execute("SELECT reason FROM failures")]
-    assert len(reasons) == 12 and all("outside [0, 1]" in r or "sum to" in r for r in reasons)
+        sent = db.execute("SELECT SUM(images_sent) FROM requests").fetchone()[0]
+        assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (0,)
+    assert len(reasons) == sent < 12  # only what was already asked for was paid for
+    assert all("outside [0, 1]" in r or "sum to" in r for r in reasons)
+    assert installed_json(*LABEL, cwd=folder)["labeled"] == 12  # auto: a new teacher fingerprint, all answered
 
 
 @pytest.mark.slow
