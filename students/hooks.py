@@ -168,7 +168,8 @@ def resume(trainer: Trainer, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:  # cut short, or not a checkpoint
-        raise CheckpointError(f"{path} cannot be read ({' '.join(str(exc).split())}): delete it to train the run from its start, "
+        reason = " ".join(str(exc).split())
+        raise CheckpointError(f"{path} cannot be read ({reason}): delete it to train the run from its start, "
                               "or choose a new --out") from None
     trainer.load_state_dict(state)
 

@@ -68,7 +68,8 @@ def _store_error(exc: sqlite3.DatabaseError) -> str:
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return ("the disk that holds the label store is full: free some space, then run the same command again "
                 "(every answer committed before is kept)")
-    return f"the label store cannot be read or written ({exc}); `extractor store check --store STORE` says what is wrong"
+    return (f"the label store cannot be read or written ({exc}); `extractor store check --store STORE` says what "
+            "is wrong")
 
 
 def main() -> None:

@@ -152,7 +152,8 @@ def _label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, detect
                    duplicates=plan.duplicates, skipped_budget=plan.held_back, views=1 + len(views),
                    view_cached=plan.view_cached, skipped_invalid=skipped_invalid)
     if cfg.dry_run:
-        return LabelSummary(labeled=0, failed=len(unreadable), queries=planned, dry_run=True, by_folder=plan.by_folder(),
+        return LabelSummary(labeled=0, failed=len(unreadable), queries=planned, dry_run=True,
+                            by_folder=plan.by_folder(),
                             seconds=time.perf_counter() - started, **summary)
     description = _describe(teacher)
     if source is not None:

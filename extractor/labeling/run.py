@@ -172,7 +172,8 @@ class LabelRun:
             self._commit(rows)
         bar.update(len(sent) + len(answered.failed))
 
-    def _not_probabilities(self, answered: Answered, rows: list[LabelRow], invalid: list) -> bool:
+    def _not_probabilities(self, answered: Answered, rows: list[LabelRow],
+                           invalid: list[tuple[LoadRequest, str]]) -> bool:
         """Whether the job's first answer, read as probabilities, has finite scores and not one usable row:
         the teacher gives logits (or some other score) and --output-policy says probs."""
         output = answered.output
