@@ -88,7 +88,7 @@ def output_from_scores(scores: np.ndarray, kind: OutputKind) -> TeacherOutput:
     """Wraps (B, C) scores the teacher gave as ``kind`` in a shape-checked TeacherOutput.
 
     Rows with NaN or infinite scores pass through: they are about single images, which the label job
-    records as failed one by one (``labeling.executors.answer_rows``) instead of losing the whole batch.
+    records as failed one by one (``labeling.run.answer_rows``) instead of losing the whole batch.
     """
     scores = np.asarray(scores, dtype=np.float32)
     if scores.ndim != 2 or scores.shape[1] < 2:

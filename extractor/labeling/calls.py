@@ -14,14 +14,7 @@ from extractor.datasets.loading import Loaded, LoadRequest
 from extractor.datasets.transforms import PreprocessSpec, normalize
 from extractor.errors import QueryBudgetExceeded
 from extractor.ledger import Ledger, RequestRecord
-from extractor.store.label_store import LabelRow
-from extractor.teachers.base import MalformedAnswer, Teacher, TeacherOutput
-
-_PROB_TOLERANCE = 1e-4
-"""How far outside [0, 1] a probability may lie (float rounding of a softmax) before the answer is invalid."""
-_SUM_TOLERANCE_PER_CLASS = 0.005
-"""How far full probabilities may sum from 1, per class: an API that rounds to 2 decimals moves each by 0.005."""
-
+from extractor.teachers.base import Teacher, TeacherOutput
 
 @dataclass(frozen=True)
 class Answered:
@@ -105,34 +98,3 @@ def answer_files(call: TeacherCall, loaded: Sequence[Loaded]) -> Answered:
         return Answered(sent, call([item.pixels for item in ok]), failed=failed)
     except Exception as exc:
         return Answered(sent, None, error=exc, failed=failed)
-
-
-def answer_rows(sent: list[LoadRequest], output: TeacherOutput,
-                num_classes: int) -> tuple[list[LabelRow], list[tuple[LoadRequest, str]]]:
-    """The answer's rows, one per image sent, and the images whose own row cannot be used, with why: one
-    image's NaN fails that image, not its batch."""
-    if len(output.labels) != len(sent):
-        raise MalformedAnswer(f"teacher answered {len(output.labels)} images for {len(sent)} sent")
-    labels, soft = output.labels, output.probs  # (B,), (B, C) or None
-    classes = soft.shape[1] if soft is not None else num_classes
-    reasons: dict[int, str] = {}
-    if classes:
-        for i in np.flatnonzero((labels < 0) | (labels >= classes)):
-            reasons[int(i)] = f"the teacher's label {labels[i]} for this image is not one of its {classes} classes"
-    if soft is not None:
-        if output.kind in ("probs", "topk"):
-            for i in np.flatnonzero(((soft < -_PROB_TOLERANCE) | (soft > 1 + _PROB_TOLERANCE)).any(axis=1)):
-                reasons[int(i)] = (f"the teacher's {output.kind} for this image lie outside [0, 1] "
-                                   f"(min {soft[i].min():g}, max {soft[i].max():g})")
-        if output.kind == "probs":
-            sums = soft.sum(axis=1)
-            for i in np.flatnonzero(np.abs(sums - 1) > _PROB_TOLERANCE + _SUM_TOLERANCE_PER_CLASS * classes):
-                reasons.setdefault(int(i), f"the teacher's probs for this image sum to {sums[i]:g}, not 1 "
-                                           "(logits? try --output-policy auto or logits)")
-        finite = np.isfinite(soft)
-        for i in np.flatnonzero(~finite.all(axis=1)):
-            reasons[int(i)] = (f"the teacher's scores for this image are not finite "
-                               f"({int((~finite[i]).sum())} NaN or Inf)")
-    rows = [LabelRow(request.digest, int(labels[i]), output.kind, None if soft is None else soft[i])
-            for i, request in enumerate(sent) if i not in reasons]
-    return rows, [(sent[i], reason) for i, reason in sorted(reasons.items())]

@@ -1,8 +1,9 @@
 """The group commit of a label job: answered batches committed several at a time, a kill losing at most one group."""
 from __future__ import annotations
 
+import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from extractor.ledger import RequestRecord
 from extractor.store.label_store import Failure, LabelRow, LabelStore
@@ -29,17 +30,31 @@ class GroupCommit:
         job_id: the job they belong to.
         rows: pending answers that make a commit due (the most a kill loses).
         wait_s: time since the last commit that makes the next batch's commit due.
+        detector: the fingerprint of the face detector whose detections :meth:`hold_detections` takes, if any.
     """
 
-    def __init__(self, store: LabelStore, job_id: int, rows: int = GROUP_ROWS, wait_s: float = GROUP_WAIT_S) -> None:
-        self.store, self.job_id, self.rows, self.wait_s = store, job_id, rows, wait_s
+    def __init__(self, store: LabelStore, job_id: int, rows: int = GROUP_ROWS, wait_s: float = GROUP_WAIT_S,
+                 detector: str | None = None) -> None:
+        self.store, self.job_id, self.rows, self.wait_s, self.detector = store, job_id, rows, wait_s, detector
+        self._detections: list[tuple[str, str | None]] = []
+        self._detections_lock = threading.Lock()
         self._source: tuple[str, str] | None = None  # (teacher, preprocess) of the pending answers
         self._answers: list[LabelRow] = []
         self._committed = float("-inf")  # time.monotonic() of the last commit of answers
 
+    def hold_detections(self, detections: list[tuple[str, str | None]]) -> None:
+        """Takes face detections (digest, JSON or None for no face), from any thread: stored with the next batch."""
+        with self._detections_lock:
+            self._detections += detections
+
     def add(self, teacher: str, preprocess: str, rows: Sequence[LabelRow], failures: Sequence[Failure] = (),
             requests: Sequence[RequestRecord] = ()) -> None:
-        """Takes one answered batch; commits the answers when due, else only the failures and records."""
+        """Takes one answered batch; commits the answers when due, else only the failures and records. The
+        detections held are stored at once: the batch's requests were cropped by them."""
+        with self._detections_lock:
+            detections, self._detections = self._detections, []
+        if detections and self.detector is not None:
+            self.store.put_detections(self.detector, detections)
         if (rows or failures) and self._source not in (None, (teacher, preprocess)):
             self.flush()  # a transaction holds the answers (and invalid answers) of one teacher and preprocessing
         if rows:

@@ -5,14 +5,15 @@ import logging
 import queue
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Callable, Iterator, Mapping, Sequence
 
 from extractor.datasets.decode import decode_image
 from extractor.datasets.faces import Detection, FaceDetector, FaceSpec
 from extractor.datasets.folder import FolderFile
 from extractor.datasets.loading import LoadRequest, fork_pool
 from extractor.datasets.transforms import PreprocessSpec
-from extractor.fingerprint import detector_fingerprint
+from extractor.datasets.views import ViewSpec
 
 log = logging.getLogger(__name__)
 
@@ -22,33 +23,30 @@ _DONE = object()
 class FaceStage:
     """Turns files into face-cropping load requests, detecting where the store has no detection.
 
-    Stored detections are used at once; the rest are detected in batches on a background thread,
-    so detection overlaps with decoding and teacher inference downstream. New detections are held
-    for the job, which takes them (:meth:`take_detections`) and stores them with its next commit:
-    this stage never touches the store.
+    Stored detections (``known``: JSON text by digest, None for no face) are used at once; the rest are
+    detected in batches on a background thread, so detection overlaps with decoding and teacher inference
+    downstream. Each batch's new detections go to ``keep`` (from that thread) before its requests go out:
+    the job stores them with its next commit; this stage never touches the store.
     """
 
     def __init__(self, detector: FaceDetector, face: FaceSpec, spec: PreprocessSpec, *,
+                 known: Mapping[str, str | None], keep: Callable[[list[tuple[str, str | None]]], None],
                  workers: int, batch_size: int = 32) -> None:
-        self.detector, self.face, self.spec = detector, face, spec
-        self.fingerprint = detector_fingerprint(detector.as_data())
+        self.detector, self.face, self.spec, self.known, self.keep = detector, face, spec, dict(known), keep
         self.workers, self.batch_size = workers, batch_size
         self.detected = 0
-        self._new: list[tuple[str, str | None]] = []
-        self._new_lock = threading.Lock()
 
-    def take_detections(self) -> list[tuple[str, str | None]]:
-        """(digest, detection JSON or None for no face) found since the last call, for the store."""
-        with self._new_lock:
-            new, self._new = self._new, []
-        return new
+    def requests(self, files: Sequence[FolderFile], view: ViewSpec | None = None) -> Iterator[LoadRequest]:
+        """Load requests for ``view`` of ``files`` (None: the plain image): those with a known detection first,
+        then as detection goes."""
+        requests = self._requests(files)
+        return requests if view is None else (replace(request, view=view) for request in requests)
 
-    def requests(self, files: Sequence[FolderFile], known: dict[str, str | None]) -> Iterator[LoadRequest]:
-        """Load requests for ``files``: those with a known detection first, then as detection goes."""
-        pending = [f for f in files if f.digest not in known]
+    def _requests(self, files: Sequence[FolderFile]) -> Iterator[LoadRequest]:
+        pending = [f for f in files if f.digest not in self.known]
         for file in files:
-            if file.digest in known:
-                stored = known[file.digest]
+            if file.digest in self.known:
+                stored = self.known[file.digest]
                 yield self._request(file, Detection.from_json(stored) if stored else None)
         if not pending:
             return
@@ -82,9 +80,9 @@ class FaceStage:
                 for batch, found in zip(batches, detect(batches)):
                     if stop.is_set():
                         return
-                    with self._new_lock:  # before the requests go out: the job stores them with their answers
-                        self._new.extend((digest, detection.to_json() if detection else None)
-                                         for digest, detection in found.items())
+                    new = [(digest, detection.to_json() if detection else None) for digest, detection in found.items()]
+                    self.keep(new)  # before the requests go out: the job stores them with their answers
+                    self.known.update(new)  # a view's pass crops the faces the plain pass found
                     self.detected += len(found)
                     results.put([self._request(file, found.get(file.digest)) for file in batch])
         except BaseException as exc:  # handed to the consuming thread, which re-raises it

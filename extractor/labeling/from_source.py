@@ -31,6 +31,6 @@ def label_from_source(source: TeacherSource, cfg: LabelConfig, flags: Preprocess
         from extractor.datasets.faces import FaceDetector  # facenet-pytorch: only for face jobs
 
         detector = FaceDetector()
-    with LabelStore(cfg.store) as store:
+    with LabelStore(cfg.store, wait_s=cfg.wait_for_store_s) as store:
         return label_dataset(replace(cfg, preprocess=spec), teacher, store, detector=detector,
                              opener=TeacherOpener.of(source), source=source.as_data())

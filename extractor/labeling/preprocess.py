@@ -1,6 +1,7 @@
 """What shapes the teacher's input, as data and as fingerprints: the preprocess half of every cache key."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from extractor.config import LabelConfig
@@ -8,7 +9,7 @@ from extractor.datasets.faces import FaceDetector
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import ViewSpec
 from extractor.errors import ConfigError
-from extractor.fingerprint import stable_hash
+from extractor.fingerprint import detector_fingerprint, stable_hash
 from extractor.teachers.base import Teacher
 
 
@@ -69,3 +70,38 @@ def spec_data_of(cfg: LabelConfig, detector: FaceDetector | None) -> dict:
 def view_spec_data(spec_data: dict, view: ViewSpec | None) -> dict:
     """The spec of one augmented view of the teacher's input: its hash keys the view's answers apart."""
     return spec_data if view is None else {**spec_data, "view": view.as_data()}
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """The keys of one label job, made once from its configuration: what the store files its answers under.
+
+    Attributes:
+        spec_data: what shapes the teacher's input, as plain data.
+        preprocess: its fingerprint, the preprocess half of every plain answer's cache key.
+        views: each augmented view's fingerprint (its answers are keyed apart).
+        specs: every preprocessing of the job by fingerprint, the plain one first: what the store registers.
+        identity: teacher, preprocessing and folder: one job, one budget, whatever the views.
+        detector: the face detector's fingerprint, or None without face cropping.
+    """
+
+    spec_data: dict
+    preprocess: str
+    views: dict[ViewSpec, str]
+    specs: dict[str, dict]
+    identity: str
+    detector: str | None
+
+
+def job_keys(cfg: LabelConfig, teacher_fingerprint: str, detector: FaceDetector | None) -> JobKeys:
+    """The keys of the job that ``cfg`` describes, asking ``teacher_fingerprint`` (see :class:`JobKeys`)."""
+    spec_data = spec_data_of(cfg, detector)
+    view_data = {view: view_spec_data(spec_data, view) for view in cfg.views}
+    root = str(Path(cfg.images).resolve())
+    faces = detector.as_data() if detector is not None and cfg.faces.mode != "none" else None
+    preprocess = stable_hash(spec_data)
+    views = {view: stable_hash(data) for view, data in view_data.items()}
+    return JobKeys(spec_data, preprocess, views,
+                   specs={preprocess: spec_data, **{views[view]: data for view, data in view_data.items()}},
+                   identity=stable_hash([teacher_fingerprint, preprocess, root]),
+                   detector=None if faces is None else detector_fingerprint(faces))

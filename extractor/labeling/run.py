@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from typing import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -11,13 +11,17 @@ from tqdm import tqdm
 from extractor.config import LabelConfig
 from extractor.datasets.folder import FolderFile
 from extractor.datasets.loading import LoadRequest, load_many
+from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import ViewSpec
 from extractor.errors import ConfigError
-from extractor.labeling.calls import Answered, Executor, Stream, TeacherCall, answer_rows
-from extractor.labeling.commit import GROUP_WAIT_S, GroupCommit
-from extractor.labeling.faces import FaceStage
-from extractor.store.label_store import INVALID_ANSWER, Failure, LabelRow, LabelStore
-from extractor.teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherUnavailable
+from extractor.labeling.calls import Answered, Executor, Stream, TeacherCall
+from extractor.labeling.commit import GroupCommit
+from extractor.labeling.plan import LabelPlan
+from extractor.store.label_store import INVALID_ANSWER, Failure, LabelRow
+from extractor.teachers.base import MalformedAnswer, QueryBudgetExceeded, Teacher, TeacherOutput, TeacherUnavailable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +31,33 @@ the teacher is down, or answers nothing usable. Any one such request only fails 
 asks about them again; those of a request that ran out of retries are asked once more in this run)."""
 
 
+_PROB_TOLERANCE = 1e-4
+"""How far outside [0, 1] a probability may lie (float rounding of a softmax) before the answer is invalid."""
+_SUM_TOLERANCE_PER_CLASS = 0.005
+"""How far full probabilities may sum from 1, per class: an API that rounds to 2 decimals moves each by 0.005."""
+
+RequestSource = Callable[[Sequence[FolderFile], ViewSpec | None], Iterator[LoadRequest]]
+"""Load requests for a view of some files (None: the plain images): cropped to faces, or as they are."""
+
+
+def plain_requests(spec: PreprocessSpec) -> RequestSource:
+    """The requests of files as they are, preprocessed by ``spec``."""
+    return lambda files, view: (LoadRequest(f.path, f.digest, spec, view=view) for f in files)
+
+
 class LabelRun:
     """The pipelined part of one job: the executor decodes and asks the teacher; answers are committed here."""
 
-    def __init__(self, cfg: LabelConfig, teacher: Teacher, store: LabelStore, job_id: int, preprocess: str,
-                 faces: FaceStage | None, call: TeacherCall, executor: Executor) -> None:
-        self.cfg, self.teacher, self.store, self.faces = cfg, teacher, store, faces
-        self.job_id, self.preprocess, self.call, self.executor = job_id, preprocess, call, executor
+    def __init__(self, cfg: LabelConfig, teacher: Teacher, group: GroupCommit, preprocess: str,
+                 requests: RequestSource, call: TeacherCall, executor: Executor) -> None:
+        self.cfg, self.teacher, self.group, self.requests = cfg, teacher, group, requests
+        self.preprocess, self.call, self.executor = preprocess, call, executor
         self.ledger = call.ledger
         self.labeled = self.failed = self.queries = self.not_images = 0
         self.canary_checked = self.canary_changed = 0
+        self.answered: set[str] = set()
+        """Digests given a plain answer by this run."""
         self.pending_failures: list[Failure] = []
-        # A teacher that meters itself (HTTP) is paid per image and answers slowly: each answer is committed as
-        # it comes, so a kill loses only the requests in flight. A local model's answers are grouped (cheap to
-        # ask again, and thousands a second to commit).
-        self.group = GroupCommit(store, job_id, wait_s=0.0 if call.meters else GROUP_WAIT_S)
         self.unit = min(cfg.batch_size, teacher.max_batch or cfg.batch_size)
         self.deferred: list[tuple[LoadRequest, str]] = []
         """Images of requests that ran out of retries, with the reason: asked once more after the others."""
@@ -52,17 +68,23 @@ class LabelRun:
         self.view: ViewSpec | None = None
         """The augmented view being asked about (its answers go under its own preprocessing), or None."""
 
-    def label_view(self, view: ViewSpec, preprocess: str, files: Sequence[FolderFile]) -> None:
-        """Asks about ``view`` of each file, its answers stored under ``preprocess`` (the view's fingerprint)."""
-        self.view, self.preprocess, self.last_try = view, preprocess, False
-        self.label(files)
+    def buy(self, plan: LabelPlan, answered: set[str], views: Mapping[ViewSpec, str]) -> None:
+        """Makes the plan's purchases in order: the plain images, then each view (its answers stored under its
+        fingerprint in ``views``) of the images with a plain answer, stored (``answered``) or from this run."""
+        for purchase in plan.purchases:
+            if purchase.view is None:
+                self.label(purchase.files)
+                continue
+            # A view only of images with a plain answer: a file that failed is not asked about again.
+            self.view, self.preprocess, self.last_try = purchase.view, views[purchase.view], False
+            self.label([f for f in purchase.files if f.digest in answered or f.digest in self.answered])
 
     def label(self, misses: Sequence[FolderFile]) -> None:
         if not misses:
             return
         bar = tqdm(total=len(misses), unit="img", desc="labeling", disable=self.cfg.quiet, leave=False)
         try:
-            self._pass(self._requests(misses), bar)
+            self._pass(self.requests(misses, self.view), bar)
             again, self.deferred, self.last_try = self.deferred, [], True
             if again:
                 log.warning("asking once more about %d images whose requests failed after every retry", len(again))
@@ -112,11 +134,10 @@ class LabelRun:
                 log.debug("a teacher call in flight also failed: %s", exc)
         self.flush()
 
-    def canary(self, files: Sequence[FolderFile]) -> None:
-        """Re-asks the teacher about cached images and warns if its answers changed."""
-        stored = self.store.labels(teacher=self.teacher.fingerprint, preprocess=self.preprocess,
-                                   digests=[f.digest for f in files]).set_index("digest")
-        loaded = [item for item in load_many(list(self._requests(files))) if item.pixels is not None]
+    def canary(self, files: Sequence[FolderFile], stored: pd.DataFrame) -> None:
+        """Re-asks the teacher about cached images and warns if its answers changed from ``stored`` (the
+        store's answers about them, by digest)."""
+        loaded = [item for item in load_many(list(self.requests(files, None))) if item.pixels is not None]
         try:
             for start in range(0, len(loaded), self.unit):
                 unit = loaded[start:start + self.unit]
@@ -135,13 +156,6 @@ class LabelRun:
         if self.canary_changed:
             log.warning("canary: the teacher now answers differently for %d of %d cached images; its model may "
                         "have changed behind the same fingerprint", self.canary_changed, self.canary_checked)
-
-    def _requests(self, files: Sequence[FolderFile]) -> Iterator[LoadRequest]:
-        if self.faces is None:
-            return (LoadRequest(f.path, f.digest, self.cfg.preprocess, view=self.view) for f in files)
-        known = self.store.detections(self.faces.fingerprint, (f.digest for f in files))
-        requests = self.faces.requests(files, known)
-        return requests if self.view is None else (replace(request, view=self.view) for request in requests)
 
     def _settle(self, answered: Answered, bar: tqdm) -> None:
         """Commits one answered batch (or its per-image failures). A request without a usable answer fails
@@ -168,6 +182,8 @@ class LabelRun:
                                   f"{len(invalid)} images of its first answer are kept as invalid. Label again "
                                   "with --output-policy auto (or logits)")
             self.labeled += len(rows)
+            if self.view is None:
+                self.answered.update(row.digest for row in rows)
             self.failed_in_a_row = 0
             self._commit(rows)
         bar.update(len(sent) + len(answered.failed))
@@ -226,8 +242,35 @@ class LabelRun:
         """Hands answered rows to the group commit, and commits the failures, ledger records and face detections
         since the last call."""
         failures, self.pending_failures = self.pending_failures, []
-        requests = self.ledger.drain()
-        detections = self.faces.take_detections() if self.faces is not None else []
-        if detections:
-            self.store.put_detections(self.faces.fingerprint, detections)
-        self.group.add(self.teacher.fingerprint, self.preprocess, rows, failures, requests)
+        self.group.add(self.teacher.fingerprint, self.preprocess, rows, failures, self.ledger.drain())
+
+
+def answer_rows(sent: list[LoadRequest], output: TeacherOutput,
+                num_classes: int) -> tuple[list[LabelRow], list[tuple[LoadRequest, str]]]:
+    """The answer's rows, one per image sent, and the images whose own row cannot be used, with why: one
+    image's NaN fails that image, not its batch."""
+    if len(output.labels) != len(sent):
+        raise MalformedAnswer(f"teacher answered {len(output.labels)} images for {len(sent)} sent")
+    labels, soft = output.labels, output.probs  # (B,), (B, C) or None
+    classes = soft.shape[1] if soft is not None else num_classes
+    reasons: dict[int, str] = {}
+    if classes:
+        for i in np.flatnonzero((labels < 0) | (labels >= classes)):
+            reasons[int(i)] = f"the teacher's label {labels[i]} for this image is not one of its {classes} classes"
+    if soft is not None:
+        if output.kind in ("probs", "topk"):
+            for i in np.flatnonzero(((soft < -_PROB_TOLERANCE) | (soft > 1 + _PROB_TOLERANCE)).any(axis=1)):
+                reasons[int(i)] = (f"the teacher's {output.kind} for this image lie outside [0, 1] "
+                                   f"(min {soft[i].min():g}, max {soft[i].max():g})")
+        if output.kind == "probs":
+            sums = soft.sum(axis=1)
+            for i in np.flatnonzero(np.abs(sums - 1) > _PROB_TOLERANCE + _SUM_TOLERANCE_PER_CLASS * classes):
+                reasons.setdefault(int(i), f"the teacher's probs for this image sum to {sums[i]:g}, not 1 "
+                                           "(logits? try --output-policy auto or logits)")
+        finite = np.isfinite(soft)
+        for i in np.flatnonzero(~finite.all(axis=1)):
+            reasons[int(i)] = (f"the teacher's scores for this image are not finite "
+                               f"({int((~finite[i]).sum())} NaN or Inf)")
+    rows = [LabelRow(request.digest, int(labels[i]), output.kind, None if soft is None else soft[i])
+            for i, request in enumerate(sent) if i not in reasons]
+    return rows, [(sent[i], reason) for i, reason in sorted(reasons.items())]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from extractor.errors import CacheError
-from extractor.fingerprint import STORE_SCHEMA, cache_keys
+from extractor.store.keys import STORE_SCHEMA, cache_keys
 from extractor.store.journal import SENDING
 from extractor.store.lock import read_holder
 from extractor.store.schema import LAYOUT, connect_read_only, foreign

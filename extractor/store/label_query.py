@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from extractor.fingerprint import cache_keys
+from extractor.store.keys import cache_keys
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,13 +27,18 @@ def labels_query(teacher: str | None, preprocess: str | None,
     (the primary key); the table has no index by content alone, which would slow every insert."""
     if digests is not None and teacher and preprocess:
         keys = cache_keys(digests, teacher, preprocess)
-        return LABELS_QUERY + f" WHERE l.key IN ({','.join('?' * len(keys))})", keys
+        return keyed_query(keys), keys
     clause, params = _where(teacher=teacher, preprocess=preprocess)
     if digests is not None:
         marks = ",".join("?" * len(digests))
         clause += (" AND " if clause else " WHERE ") + f"l.digest IN ({marks})"
         params = [*params, *digests]
     return LABELS_QUERY + clause, params
+
+
+def keyed_query(keys: Sequence[str]) -> str:
+    """The labels query for the answers with these cache keys (the primary key), one parameter a key."""
+    return LABELS_QUERY + f" WHERE l.key IN ({','.join('?' * len(keys))})"
 
 
 def shaped(frame: pd.DataFrame) -> pd.DataFrame:

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import numpy as np
 
 from extractor.errors import CacheError
-from extractor.fingerprint import cache_keys
+from extractor.store.keys import cache_keys
 from extractor.ledger import RequestRecord
+from extractor.store.holdings import (ANSWERED, INVALID, Holdings, images_sent, present, read_holdings,
+                                      stored_detections)
 from extractor.store.journal import RequestJournal, settle_lost
 from extractor.store.label_query import LABEL_COLUMNS, LABELS_QUERY, labels_query, shaped
 from extractor.store.lock import StoreLock
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_LOOKUP_CHUNK = 900  # stays under SQLite's default limit of bound parameters
 _EXPORT_CHUNK = 100_000  # rows per chunk of a streamed read: memory stays flat whatever the table's size
 
 
@@ -71,10 +72,11 @@ class LabelStore:
 
     Args:
         path: the store's file.
+        wait_s: how long a job on this handle waits for another job's write lock (:meth:`writer`); 0: none.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, wait_s: float = 0.0) -> None:
+        self.path, self.wait_s = Path(path), wait_s
         if self.path.exists() and self.path.is_dir():
             raise CacheError(f"--store {self.path} is a directory; give a file path such as labels.db")
         self._guard = threading.RLock()  # one transaction at a time on this connection
@@ -104,9 +106,10 @@ class LabelStore:
     # -- one writer ---------------------------------------------------------------------
 
     @contextmanager
-    def writer(self, kind: str, wait_s: float = 0.0) -> Iterator[StoreLock]:
-        """Holds the store's write lock for a job of ``kind``, waiting up to ``wait_s`` for another job's (0: stop
-        at once). Taking it marks the requests a killed job left in flight as lost (they stay counted).
+    def writer(self, kind: str, wait_s: float | None = None) -> Iterator[StoreLock]:
+        """Holds the store's write lock for a job of ``kind``, waiting up to ``wait_s`` (None: the handle's own
+        ``wait_s``) for another job's (0: stop at once). Taking it marks the requests a killed job left in flight
+        as lost (they stay counted).
 
         Raises:
             StoreBusy: another job holds the store.
@@ -114,7 +117,7 @@ class LabelStore:
         """
         if self.read_only:
             raise CacheError(f"--store {self.path} is read-only; a job that buys answers needs to write it")
-        with StoreLock.of(self.path, kind, wait_s) as lock:
+        with StoreLock.of(self.path, kind, self.wait_s if wait_s is None else wait_s) as lock:
             with self._transaction() as db:
                 lost = settle_lost(db)
             if lost:
@@ -181,29 +184,26 @@ class LabelStore:
 
     def cached_digests(self, teacher: str, preprocess: str, digests: Iterable[str]) -> set[str]:
         """The subset of ``digests`` that already has an answer for this teacher and preprocessing."""
-        found: set[str] = set()
         digests = list(digests)
-        keys = dict(zip(cache_keys(digests, teacher, preprocess), digests))
-        for chunk in _chunks(list(keys)):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(f"SELECT key FROM labels WHERE key IN ({marks})", chunk)
-            found.update(keys[key] for (key,) in rows)
-        return found
+        return present(self.db, ANSWERED, dict(zip(cache_keys(digests, teacher, preprocess), digests)))
 
     def invalid_digests(self, teacher: str, preprocess: str, digests: Iterable[str]) -> set[str]:
         """The subset of ``digests`` whose answer from this teacher and preprocessing was invalid (NaN scores,
         ...) and that has no valid answer since: paid for once, and not asked about again unless retried."""
-        if not has_table(self.db, "invalid_answers"):
-            return set()
-        found: set[str] = set()
         digests = list(digests)
-        keys = dict(zip(cache_keys(digests, teacher, preprocess), digests))
-        for chunk in _chunks(list(keys)):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(f"SELECT i.key FROM invalid_answers i LEFT JOIN labels l ON l.key = i.key "
-                                   f"WHERE i.key IN ({marks}) AND l.key IS NULL", chunk)
-            found.update(keys[key] for (key,) in rows)
-        return found
+        return present(self.db, INVALID, dict(zip(cache_keys(digests, teacher, preprocess), digests))) \
+            if has_table(self.db, "invalid_answers") else set()
+
+    def holdings(self, teacher: str, identity: str, preprocesses: Iterable[str], digests: Iterable[str], *,
+                 retry_failed: bool = False, detector: str | None = None, canary: int = 0) -> Holdings:
+        """What the store holds about a label job's images (``digests``, in the job's order), in one read: the
+        answers under each of ``preprocesses`` (the first is the plain images'), invalid answers unless
+        ``retry_failed``, the job's ledger (``identity``), ``detector``'s detections and ``canary`` answers."""
+        digests, preprocesses = list(digests), list(preprocesses)
+        with_invalid = not retry_failed and has_table(self.db, "invalid_answers")
+        keyed = {fp: dict(zip(cache_keys(digests, teacher, fp), digests)) for fp in preprocesses}
+        return read_holdings(self.db, keyed, plain=preprocesses[0], teacher=teacher, identity=identity,
+                             with_invalid=with_invalid, detector=detector, canary=canary)
 
     def commit_batch(self, job_id: int, teacher: str, preprocess: str, rows: Sequence[LabelRow],
                      failures: Sequence[Failure] = (), requests: Sequence[RequestRecord] = ()) -> None:
@@ -309,9 +309,7 @@ class LabelStore:
 
     def images_sent(self, identity: str) -> int:
         """Images sent to the teacher, retries included, by every job with this identity."""
-        row = self.db.execute("SELECT COALESCE(SUM(images_sent), 0) FROM requests WHERE identity = ?",
-                              (identity,)).fetchone()
-        return int(row[0])
+        return images_sent(self.db, identity)
 
     def teacher_requests(self, teacher: str) -> pd.DataFrame:
         """The ledger of every job that asked this teacher (any images, preprocessing or views), one row
@@ -335,13 +333,7 @@ class LabelStore:
 
     def detections(self, detector: str, digests: Iterable[str]) -> dict[str, str | None]:
         """Stored detections (JSON text, or None where no face was found) by digest."""
-        found: dict[str, str | None] = {}
-        for chunk in _chunks(list(digests)):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(f"SELECT digest, detection FROM detections WHERE detector = ? "
-                                   f"AND digest IN ({marks})", [detector, *chunk])
-            found.update(rows)
-        return found
+        return stored_detections(self.db, detector, digests)
 
     def put_detections(self, detector: str, detections: Iterable[tuple[str, str | None]]) -> None:
         now = time.time()
@@ -368,11 +360,6 @@ class LabelStore:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(items), _LOOKUP_CHUNK):
-        yield items[start:start + _LOOKUP_CHUNK]
 
 
 def _writable(path: Path) -> bool:

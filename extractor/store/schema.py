@@ -6,7 +6,7 @@ import urllib.parse
 from pathlib import Path
 
 from extractor.errors import CacheError
-from extractor.fingerprint import STORE_SCHEMA
+from extractor.store.keys import STORE_SCHEMA
 from extractor.store.files import store_files
 
 LABEL_FIELDS = """

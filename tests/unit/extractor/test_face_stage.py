@@ -27,9 +27,11 @@ def test_an_image_that_breaks_the_detector_or_the_decoder_loses_only_its_own_det
     random_image(5, size=(7, 7)).save(tmp_path / "tiny.png")
     (tmp_path / "broken.jpg").write_bytes((tmp_path / "img_000.jpg").read_bytes()[:300])
     files = hash_files(list_files(tmp_path), {})
-    stage = FaceStage(FlakyDetector(), FaceSpec(mode="detect"), PreprocessSpec(size=16), workers=0)
-    found = {request.path.name: request.detection for request in stage.requests(files, {})}
+    kept: list[tuple[str, str | None]] = []
+    stage = FaceStage(FlakyDetector(), FaceSpec(mode="detect"), PreprocessSpec(size=16), known={}, keep=kept.extend,
+                      workers=0)
+    found = {request.path.name: request.detection for request in stage.requests(files)}
     assert found == {"img_000.jpg": FACE, "img_001.jpg": FACE, "img_002.jpg": FACE, "tiny.png": None,
                      "broken.jpg": None}
-    stored = dict(stage.take_detections())
+    stored = dict(kept)
     assert len(stored) == 3 and all(Detection.from_json(text) == FACE for text in stored.values())

@@ -2,7 +2,8 @@ import pytest
 
 from extractor.datasets.folder import file_sha256
 from extractor.datasets.transforms import PreprocessSpec
-from extractor.fingerprint import cache_key, stable_hash
+from extractor.fingerprint import stable_hash
+from extractor.store.keys import cache_key
 from extractor.teachers.onnx import OnnxTeacher
 from tests.images import write_jpegs
 from tests.models import linear_classifier

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from extractor.store.export import export_labels
-from extractor.fingerprint import STORE_SCHEMA, cache_key
+from extractor.store.keys import STORE_SCHEMA, cache_key
 from extractor.store.label_store import LABEL_COLUMNS, LabelRow, LabelStore
 
 TEACHER, PREPROCESS = "t" * 64, "p" * 64

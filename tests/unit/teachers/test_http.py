@@ -422,7 +422,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("protocol", ["kserve-v2", "kserve-v1", "json"])
 def test_a_nan_score_comes_back_in_its_own_row_not_as_a_malformed_answer(serve, protocol) -> None:
-    """One image's NaN is that image's problem: the label job fails it alone (labeling.calls.answer_rows)."""
+    """One image's NaN is that image's problem: the label job fails it alone (labeling.run.answer_rows)."""
     server = serve(TINY, protocol, class_names=EMOTIONS)
     teacher = HttpTeacher(make_config(server), ledger=Ledger())
     server.set(fault="nan", fault_times=1)
