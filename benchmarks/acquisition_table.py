@@ -27,7 +27,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cli_runs import extractor, mean_sd
-from real_pair import CIFAR_CLASSES, CIFAR_FLAGS, CIFAR_NORMALISE, CIFAR_TEACHER, ROOT, cifar_images, cifar_pool
+from real_pair import (
+    CIFAR_CLASSES,
+    CIFAR_FLAGS,
+    CIFAR_NORMALISE,
+    CIFAR_TEACHER,
+    ROOT,
+    cifar_images,
+    cifar_pool,
+    prepare_cifar_out,
+)
 
 STRATEGIES = ("random", "entropy", "margin", "kcenter", "disagreement")
 
@@ -44,9 +53,7 @@ def main() -> None:
     parser.add_argument("--student", default="resnet8")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "acquisition")
     args = parser.parse_args()
-    if not CIFAR_TEACHER.exists():
-        raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
-    args.out.mkdir(parents=True, exist_ok=True)
+    prepare_cifar_out(args.out)
     pool = cifar_pool(args.out / f"pool-{args.pool}", args.pool)
     test, truth = _test_set(args.out, args.test_images)
     teacher_labels = _predict(CIFAR_TEACHER, test, input_name=None).argmax(axis=1)

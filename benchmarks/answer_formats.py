@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd
 from cli_runs import extractor, mean_sd
-from real_pair import CIFAR_CLASSES, CIFAR_NORMALISE, CIFAR_TEACHER, HELDOUT, ROOT, cifar_pool
+from real_pair import CIFAR_CLASSES, CIFAR_NORMALISE, CIFAR_TEACHER, HELDOUT, ROOT, cifar_pool, prepare_cifar_out
 
 from extractor.config import LabelConfig, ProbeConfig, TrainConfig
 from extractor.labeling.job import label_dataset
@@ -69,9 +69,7 @@ def main() -> None:
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "answer_formats")
     args = parser.parse_args()
-    if not CIFAR_TEACHER.exists():
-        raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
-    args.out.mkdir(parents=True, exist_ok=True)
+    prepare_cifar_out(args.out)
     started = time.perf_counter()
     pool = args.out / f"cifar-{args.images}-{args.test_images}"
     split_csv = cifar_pool(pool, args.images, args.test_images)

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cli_runs import extractor, label_cifar_split, mean_sd
-from real_pair import CIFAR_CLASSES, CIFAR_TEACHER, HELDOUT, ROOT
+from real_pair import CIFAR_CLASSES, HELDOUT, ROOT, prepare_cifar_out
 
 
 def quantize_without_teacher_network(run: Path, bits: int, epochs: int, seed: int) -> None:
@@ -82,9 +82,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quantize_table")
     args = parser.parse_args()
     baseline_epochs = args.baseline_epochs or [args.epochs]
-    if not CIFAR_TEACHER.exists():
-        raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
-    args.out.mkdir(parents=True, exist_ok=True)
+    prepare_cifar_out(args.out)
     pool, split_csv, store = label_cifar_split(args.out, args.images, args.test_images)
     run = args.out / f"{args.student}-{pool.name}-e{args.fp32_epochs}"
     if not (run / "run.json").exists():

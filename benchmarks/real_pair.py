@@ -36,6 +36,14 @@ HELDOUT = 0.3
 """With this fraction the split hash holds out "cifar-test" (0.09) and keeps "cifar-train" (0.50)."""
 
 
+def prepare_cifar_out(out: Path) -> None:
+    """Makes the output folder of a benchmark on the CIFAR-10 pair; exits first where the shared CIFAR teacher
+    is absent."""
+    if not CIFAR_TEACHER.exists():
+        raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def cifar_images(split: str, count: int) -> Iterator[tuple[str, str, bytes]]:
     """The first ``count / 10`` images of each class of the CIFAR-10 ``split`` ("train" or "test"), in
     labels-file order, as (class name, file name such as ``0042.jpg``, JPEG bytes)."""

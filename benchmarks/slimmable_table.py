@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cli_runs import extractor, mean_sd
-from real_pair import CIFAR_CLASSES, CIFAR_FLAGS, CIFAR_TEACHER, ROOT, cifar_pool
+from real_pair import CIFAR_CLASSES, CIFAR_FLAGS, CIFAR_TEACHER, ROOT, cifar_pool, prepare_cifar_out
 
 MODES = ("none", "teacher", "ta")
 
@@ -40,9 +40,7 @@ def main() -> None:
     parser.add_argument("--heldout", type=float, default=0.2)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "slimmable_table")
     args = parser.parse_args()
-    if not CIFAR_TEACHER.exists():
-        raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
-    args.out.mkdir(parents=True, exist_ok=True)
+    prepare_cifar_out(args.out)
     images = cifar_pool(args.out / f"cifar{args.images}", args.images)
     store = args.out / f"cifar{args.images}.db"
     extractor("label", "--teacher", CIFAR_TEACHER, "--images", images, "--store", store, *CIFAR_FLAGS, "--quiet")

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_pair import CENTRE_CROP, GENDER, GENDER_FLAGS, IMAGES  # noqa: E402
+from real_pair import CENTRE_CROP, GENDER, GENDER_FLAGS, IMAGES
+
+from extractor.cli.console_script import console_script as installed_script
 
 HELP_TARGET_S, WARM_TARGET_S, WARM_TARGET_MB = 0.5, 1.0, 300
 
@@ -100,9 +102,8 @@ def row(what: str, figure: str, note: str = "") -> None:
 
 
 def console_script() -> str:
-    """The console script pip installed beside this interpreter (what a venv user runs), else PATH's."""
-    beside = Path(sys.executable).with_name("extractor")
-    found = str(beside) if beside.is_file() else shutil.which("extractor")
+    """The installed console script (``extractor.cli.console_script``: what a venv user runs); exits without one."""
+    found = installed_script()
     if found is None:
         sys.exit("the `extractor` command is not installed: pip install -e .")
     return found

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cli_runs import extractor, mean_sd
-from real_pair import CIFAR_CLASSES, CIFAR_FLAGS, CIFAR_TEACHER, ROOT, cifar_pool
+from real_pair import CIFAR_CLASSES, CIFAR_FLAGS, CIFAR_TEACHER, ROOT, cifar_pool, prepare_cifar_out
 
 
 def main() -> None:
@@ -35,9 +35,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "views_table")
     args = parser.parse_args()
-    if not CIFAR_TEACHER.exists():
-        raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
-    args.out.mkdir(parents=True, exist_ok=True)
+    prepare_cifar_out(args.out)
     pool = cifar_pool(args.out / "cifar", args.images)
     store = args.out / "cifar.db"
     label = extractor("label", "--teacher", CIFAR_TEACHER, "--images", pool, "--store", store, *CIFAR_FLAGS,

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cli_runs import extractor, label_cifar_split, mean_sd
-from real_pair import CIFAR_CLASSES, CIFAR_TEACHER, HELDOUT, ROOT
+from real_pair import CIFAR_CLASSES, HELDOUT, ROOT, prepare_cifar_out
 
 STUDENTS = ("squeezenet1_1", "mobilenet_v3_small", "resnet8", "resnet20")
 SIZE = {"mobilenet_v3_small": 64}
@@ -42,9 +42,7 @@ def main() -> None:
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=STUDENTS)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zoo_table")
     args = parser.parse_args()
-    if not CIFAR_TEACHER.exists():
-        raise SystemExit(f"{CIFAR_TEACHER} is absent: this benchmark needs the shared CIFAR-10 pair")
-    args.out.mkdir(parents=True, exist_ok=True)
+    prepare_cifar_out(args.out)
     pool, split_csv, store = label_cifar_split(args.out, args.images, args.test_images)
     rows: dict[str, list[dict]] = {}
     for student in args.students:

@@ -11,6 +11,13 @@ Targets = Literal["joint", "hard", "soft"]
 TARGETS: tuple[str, ...] = ("joint", "hard", "soft")
 
 
+def require_at_least(flag: str, value: float, minimum: float, note: str = "") -> None:
+    """Raises ConfigError naming ``flag`` where ``value < minimum``; ``note`` (a unit, a reason) follows the
+    minimum in the message."""
+    if value < minimum:
+        raise ConfigError(f"{flag} must be >= {minimum}{note}, got {value}")
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """What the student is trained to match."""
@@ -57,18 +64,15 @@ class OptimConfig:
     """Seeds the shuffling and augmentation of every epoch (and, by the caller, the initial weights)."""
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        require_at_least("--epochs", self.epochs, 1)
+        require_at_least("--batch-size", self.batch_size, 1)
         if not math.isfinite(self.lr) or self.lr <= 0:
             raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
         if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0.0 <= self.warmup_frac < 1.0:
             raise ConfigError(f"--warmup must be in [0, 1), got {self.warmup_frac}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        require_at_least("--seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,8 @@ class StudentConfig:
     """Input side in pixels; None takes the teacher's own input side (at least 32)."""
 
     def __post_init__(self) -> None:
-        if self.size is not None and self.size < 32:
-            raise ConfigError(f"--size must be >= 32 pixels, got {self.size}")
+        if self.size is not None:
+            require_at_least("--size", self.size, 32, " pixels")
 
     @property
     def default_lr(self) -> float:
@@ -149,10 +153,8 @@ class SlimmableConfig:
         object.__setattr__(self, "widths", tuple(sorted(widths, reverse=True)))
         if self.inplace not in INPLACE:
             raise ConfigError(f"--inplace must be one of {', '.join(INPLACE)}, got {self.inplace!r}")
-        if self.random_widths < 0:
-            raise ConfigError(f"random_widths must be >= 0, got {self.random_widths}")
-        if self.calibration_images < 2:
-            raise ConfigError(f"calibration_images must be >= 2 (BatchNorm statistics), got {self.calibration_images}")
+        require_at_least("random_widths", self.random_widths, 0)
+        require_at_least("calibration_images", self.calibration_images, 2, " (BatchNorm statistics)")
 
     @classmethod
     def from_flags(cls, widths: str | None, inplace: str | None, sandwich: bool) -> SlimmableConfig | None:

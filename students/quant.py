@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from extractor.errors import ConfigError
 
@@ -39,20 +39,28 @@ def _per_channel_mean(values: torch.Tensor) -> torch.Tensor:
     return values.mean(dim=tuple(range(1, values.ndim)), keepdim=True)
 
 
-class BinaryWeight(torch.autograd.Function):
-    """``a_c * sign(w)``, ``a_c = mean|w_c|``; the gradient passes straight through."""
+def _sign(x: torch.Tensor) -> torch.Tensor:
+    """``+1`` where ``x >= 0``, else ``-1`` (``torch.sign`` would give 0 at 0), in ``x``'s dtype."""
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor) -> torch.Tensor:
-        signs = torch.where(weight >= 0, 1.0, -1.0).to(weight.dtype)
-        return _per_channel_mean(weight.abs()) * signs
+
+class _StraightThroughWeight(torch.autograd.Function):
+    """A weight quantizer whose gradient passes straight through: ``d w_hat / d w := 1`` (BinaryConnect)."""
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return grad
 
 
-class TernaryWeight(torch.autograd.Function):
+class BinaryWeight(_StraightThroughWeight):
+    """``a_c * sign(w)``, ``a_c = mean|w_c|``; the gradient passes straight through."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor) -> torch.Tensor:
+        return _per_channel_mean(weight.abs()) * _sign(weight)
+
+
+class TernaryWeight(_StraightThroughWeight):
     """``a_c * sign(w) * [|w| > 0.7 mean|w_c|]``, ``a_c`` the mean kept magnitude; straight-through gradient."""
 
     @staticmethod
@@ -64,10 +72,6 @@ class TernaryWeight(torch.autograd.Function):
         scale = kept / count.clamp_min(1.0)
         return scale * torch.sign(weight) * keep
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad
-
 
 class SignActivation(torch.autograd.Function):
     """``+1`` where ``x >= 0``, else ``-1``; gradient ``grad * [|x| <= 1]`` (hardtanh's, Hubara et al. 2016)."""
@@ -75,7 +79,7 @@ class SignActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        return _sign(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import sys
 import traceback
+from collections.abc import Callable
 
 import typer
 
@@ -25,18 +26,17 @@ store_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                         help="Inspect, check and back up the label store (a .db file and its -wal).")
 app.add_typer(store_app, name="store")
 
-app.command("label")(label.label)
-app.command("select")(select.select)
-app.command("distill")(distill.distill)
-app.command("train")(train.train)
-app.command("chain")(train.chain)
-app.command("quantize")(train.quantize)
-app.command("report")(report.report)
-app.command("export")(store.export)
-app.command("demo")(demo.demo)
-store_app.command("stats")(store.store_stats)
-store_app.command("check")(store.store_check)
-store_app.command("backup")(store.store_backup)
+
+def _add_commands(group: typer.Typer, commands: dict[str, Callable[..., None]]) -> None:
+    """Registers each function of ``commands`` under its name, in the order --help lists them."""
+    for name, command in commands.items():
+        group.command(name)(command)
+
+
+_add_commands(app, {"label": label.label, "select": select.select, "distill": distill.distill, "train": train.train,
+                    "chain": train.chain, "quantize": train.quantize, "report": report.report,
+                    "export": store.export, "demo": demo.demo})
+_add_commands(store_app, {"stats": store.store_stats, "check": store.store_check, "backup": store.store_backup})
 
 EXIT_BUSY = 75
 """Exit status when the store is busy with another job: EX_TEMPFAIL of sysexits.h, "try again later"."""

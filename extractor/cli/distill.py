@@ -3,18 +3,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from extractor.cli.options import (
+    ConcurrencyOption,
+    HeaderEnvOption,
+    HeldoutOption,
     ImagesOption,
     JsonOption,
+    ModelNameOption,
+    OutputPolicyOption,
     QuietOption,
     SeedOrderOption,
     StrategyOption,
+    StudentLrOption,
+    StudentOption,
     TeacherOption,
+    WidthOption,
     emit,
+    parse_augment,
 )
 from extractor.students.config import DistillConfig, OptimConfig, StudentConfig
 
@@ -24,27 +33,26 @@ def distill(
     images: ImagesOption,
     budget: Annotated[int, typer.Option(help="Most images sent to the teacher, held-out images included.")],
     out: Annotated[Path, typer.Option(help="Folder for the rounds' runs, picks and distill.json.")],
-    store: Annotated[Optional[Path], typer.Option(help="SQLite label store file [default: OUT/labels.db].")] = None,
+    store: Annotated[Path | None, typer.Option(help="SQLite label store file [default: OUT/labels.db].")] = None,
     rounds: Annotated[int, typer.Option(help="Spend the budget in this many rounds of buy -> train -> select.")] = 1,
     strategy: StrategyOption = "random",
     seed: SeedOrderOption = 0,
-    size: Annotated[Optional[int], typer.Option(help="Teacher input side in px [default: from the model].")] = None,
-    channels: Annotated[Optional[str], typer.Option(help="Teacher input: gray | rgb | bgr [default: from the model].")] = None,
-    mean: Annotated[Optional[str], typer.Option(help="Teacher input mean on the 0-255 scale: one or three values.")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Teacher input std on the 0-255 scale: one or three values.")] = None,
-    output_policy: Annotated[str, typer.Option(help="auto | logits | probs: what the teacher's scores are.")] = "auto",
-    protocol: Annotated[Optional[str], typer.Option(help="HTTP teachers: the protocol (see `extractor label`).")] = None,
-    model_name: Annotated[str, typer.Option(help="HTTP teachers: the model's name on the server.")] = "",
-    header_env: Annotated[Optional[list[str]], typer.Option(help="'Name=ENVVAR': header value from the environment.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Teacher calls in flight at once.")] = 1,
-    student: Annotated[str, typer.Option(
-        help="squeezenet1_1 | mobilenet_v3_small | resnet8 | resnet20")] = StudentConfig.architecture,
-    width: Annotated[float, typer.Option(help="Channel multiplier (mobilenet_v3_small, resnets).")] = 1.0,
-    student_size: Annotated[Optional[int], typer.Option(help="Student input side in px [default: the teacher's].")] = None,
+    size: Annotated[int | None, typer.Option(help="Teacher input side in px [default: from the model].")] = None,
+    channels: Annotated[str | None, typer.Option(help="Teacher input: gray | rgb | bgr [default: from the model].")] = None,
+    mean: Annotated[str | None, typer.Option(help="Teacher input mean on the 0-255 scale: one or three values.")] = None,
+    std: Annotated[str | None, typer.Option(help="Teacher input std on the 0-255 scale: one or three values.")] = None,
+    output_policy: OutputPolicyOption = "auto",
+    protocol: Annotated[str | None, typer.Option(help="HTTP teachers: the protocol (see `extractor label`).")] = None,
+    model_name: ModelNameOption = "",
+    header_env: HeaderEnvOption = None,
+    concurrency: ConcurrencyOption = 1,
+    student: StudentOption = StudentConfig.architecture,
+    width: WidthOption = 1.0,
+    student_size: Annotated[int | None, typer.Option(help="Student input side in px [default: the teacher's].")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs of each round.")] = OptimConfig.epochs,
-    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: the student's].")] = None,
+    lr: StudentLrOption = None,
     augment: Annotated[str, typer.Option(help="auto | none | a comma list of flip, shift, crop.")] = "auto",
-    heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,
+    heldout: HeldoutOption = 0.1,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="Decode processes.")] = os.cpu_count() or 1,
     as_json: JsonOption = False,
@@ -62,8 +70,7 @@ def distill(
                            header_env=tuple(header_env or ()), output_policy=output_policy)
     student_cfg = StudentConfig(architecture=student, width=width, size=student_size)
     train_cfg = TrainConfig(store=store, out=out, student=student_cfg, heldout=heldout, workers=workers, quiet=quiet,
-                            device=device, augment=tuple(a.strip() for a in augment.split(",")
-                                                         if a.strip() and augment != "none"),
+                            device=device, augment=parse_augment(augment),
                             distill=DistillConfig(),
                             optim=OptimConfig(epochs=epochs, seed=seed,
                                               lr=student_cfg.default_lr if lr is None else lr))

@@ -3,11 +3,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from extractor.cli.options import JsonOption, QuietOption, StoreOption, emit
+from extractor.cli.options import (
+    ConcurrencyOption,
+    HeaderEnvOption,
+    ImagesOption,
+    JsonOption,
+    ModelNameOption,
+    OutputPolicyOption,
+    QuietOption,
+    StoreOption,
+    TeacherOption,
+    emit,
+)
 from extractor.result import Result
 from extractor.teachers.http import DEFAULT_MAX_ANSWER_MB, registry
 
@@ -18,49 +29,49 @@ if TYPE_CHECKING:
 
 
 def label(
-    teacher: Annotated[str, typer.Option(help="Teacher: an .onnx file, or an http(s):// URL with --protocol.")],
-    images: Annotated[Path, typer.Option(help="Folder of images, searched recursively by content.")],
+    teacher: TeacherOption,
+    images: ImagesOption,
     store: StoreOption = Path("labels.db"),
-    size: Annotated[Optional[int], typer.Option(help="Square input side in px [default: from the model].")] = None,
-    channels: Annotated[Optional[str], typer.Option(help="gray | rgb | bgr [default: from the model].")] = None,
-    mean: Annotated[Optional[str], typer.Option(help="Mean on the 0-255 scale: one value or three, comma-separated.")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Std on the 0-255 scale: one value or three, comma-separated.")] = None,
+    size: Annotated[int | None, typer.Option(help="Square input side in px [default: from the model].")] = None,
+    channels: Annotated[str | None, typer.Option(help="gray | rgb | bgr [default: from the model].")] = None,
+    mean: Annotated[str | None, typer.Option(help="Mean on the 0-255 scale: one value or three, comma-separated.")] = None,
+    std: Annotated[str | None, typer.Option(help="Std on the 0-255 scale: one value or three, comma-separated.")] = None,
     center_crop: Annotated[float, typer.Option(help="Keep this fraction of the shorter side, centred.")] = 1.0,
     faces: Annotated[str, typer.Option(help="none | detect | fallback-center: crop the face (MTCNN) first.")] = "none",
     face_margin: Annotated[float, typer.Option(help="Fraction of the face box added on each side.")] = 0.2,
     face_align: Annotated[bool, typer.Option("--face-align", help="Align the eyes to a fixed template.")] = False,
     face_min_score: Annotated[float, typer.Option(help="Detections below this confidence count as no face.")] = 0.9,
-    output_policy: Annotated[str, typer.Option(help="auto | logits | probs: what the teacher's scores are.")] = "auto",
-    protocol: Annotated[Optional[str], typer.Option(help=f"HTTP teachers: {' | '.join(registry.PROTOCOLS)}.")] = None,
-    model_name: Annotated[str, typer.Option(help="HTTP teachers: the model's name on the server.")] = "",
-    model_version: Annotated[Optional[str], typer.Option(help="HTTP teachers: pin this model version.")] = None,
-    header: Annotated[Optional[list[str]], typer.Option(help="'Name: value' request header (secret; repeatable).")] = None,
-    header_env: Annotated[Optional[list[str]], typer.Option(help="'Name=ENVVAR': header value from the environment.")] = None,
-    classes: Annotated[Optional[str], typer.Option(help="Class names in index order: comma list or a file.")] = None,
-    json_spec: Annotated[Optional[Path], typer.Option(help="--protocol json: the request/answer spec file.")] = None,
-    ca_bundle: Annotated[Optional[Path], typer.Option(help="HTTP teachers: CA bundle for a private CA.")] = None,
+    output_policy: OutputPolicyOption = "auto",
+    protocol: Annotated[str | None, typer.Option(help=f"HTTP teachers: {' | '.join(registry.PROTOCOLS)}.")] = None,
+    model_name: ModelNameOption = "",
+    model_version: Annotated[str | None, typer.Option(help="HTTP teachers: pin this model version.")] = None,
+    header: Annotated[list[str] | None, typer.Option(help="'Name: value' request header (secret; repeatable).")] = None,
+    header_env: HeaderEnvOption = None,
+    classes: Annotated[str | None, typer.Option(help="Class names in index order: comma list or a file.")] = None,
+    json_spec: Annotated[Path | None, typer.Option(help="--protocol json: the request/answer spec file.")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help="HTTP teachers: CA bundle for a private CA.")] = None,
     timeout: Annotated[float, typer.Option(help="HTTP teachers: seconds per connect/read.")] = 30.0,
     retries: Annotated[int, typer.Option(help="HTTP teachers: retries on errors, 429 and 5xx.")] = 4,
-    max_rps: Annotated[Optional[float], typer.Option(help="HTTP teachers: most requests per second.")] = None,
-    request_batch: Annotated[Optional[int], typer.Option(help="HTTP teachers: images per request.")] = None,
+    max_rps: Annotated[float | None, typer.Option(help="HTTP teachers: most requests per second.")] = None,
+    request_batch: Annotated[int | None, typer.Option(help="HTTP teachers: images per request.")] = None,
     max_answer_mb: Annotated[float, typer.Option(
         help="HTTP teachers: largest answer read, in MiB after decompression.")] = DEFAULT_MAX_ANSWER_MB,
-    input_name: Annotated[Optional[str], typer.Option(
+    input_name: Annotated[str | None, typer.Option(
         help="kserve-v2: the input tensor's name [default: from the model's metadata, else input-0].")] = None,
-    output_name: Annotated[Optional[str], typer.Option(
+    output_name: Annotated[str | None, typer.Option(
         help="Which named output holds the scores (ONNX, kserve-v2, kserve-v1) [default: the first].")] = None,
     tensor_format: Annotated[str, typer.Option(
         help="kserve-v2: auto | binary | json: tensors as raw bytes (binary tensor data extension) or JSON "
              "numbers; auto: binary unless the server refuses it.")] = "auto",
-    concurrency: Annotated[int, typer.Option(help="Teacher calls in flight at once.")] = 1,
+    concurrency: ConcurrencyOption = 1,
     batch_size: Annotated[int, typer.Option(help="Images per teacher call.")] = 64,
     workers: Annotated[int, typer.Option(help="Decode processes (0: decode inline).")] = os.cpu_count() or 1,
-    budget: Annotated[Optional[int], typer.Option(help="Most images ever sent to the teacher for this job.")] = None,
+    budget: Annotated[int | None, typer.Option(help="Most images ever sent to the teacher for this job.")] = None,
     order: Annotated[str, typer.Option(
         help="What --budget buys first: digest (a seeded uniform sample of the images) | path (the first "
              "files by path).")] = "digest",
     seed: Annotated[int, typer.Option(help="Seeds the digest order: another seed, another sample.")] = 0,
-    only: Annotated[Optional[Path], typer.Option(
+    only: Annotated[Path | None, typer.Option(
         help="A file of image paths, one per line (`extractor select --out`): label only these.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say how many images would be sent.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help=(
@@ -77,7 +88,7 @@ def label(
     executor: Annotated[str, typer.Option(
         help="local | ray: decode and ask the teacher on this machine, or on a Ray cluster (pip install "
              "'extractor-distill[ray]').")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(
+    ray_address: Annotated[str | None, typer.Option(
         help="--executor ray: the cluster, auto or HOST:PORT [default: start one on this machine].")] = None,
     ray_actors: Annotated[int, typer.Option(
         help="--executor ray: label workers, each loading the teacher once (0: one per cluster CPU).")] = 0,
@@ -162,16 +173,16 @@ def format_label_summary(summary: LabelSummary, store: Path) -> str:
         + (f" (tensors in {summary.tensor_format})" if summary.tensor_format else ""),
         f"time            {summary.seconds:.1f} s ({summary.images_per_s:.0f} img/s)",
     ]
-    if summary.stopped:
-        lines.append(f"stopped         {summary.stopped}; {summary.pending} images left for the next run")
-    if summary.interrupted:
-        lines.append(f"interrupted     by {summary.interrupted}; {summary.pending} images left for the next run")
-    if summary.skipped_budget:
-        lines.append(f"held back       {summary.skipped_budget} by --budget (re-run with a larger budget)")
-    if summary.skipped_invalid:
-        lines.append(f"not asked again {summary.skipped_invalid} whose answer was invalid (--retry-failed asks)")
-    if summary.canary_checked:
-        lines.append(f"canary          {summary.canary_changed} of {summary.canary_checked} cached answers changed")
-    if summary.failed:
-        lines.append(f"failures, with reasons: `extractor store stats --store {store}` (job {summary.job_id})")
-    return "\n".join(lines)
+    notes = (  # (shown when, line)
+        (summary.stopped, f"stopped         {summary.stopped}; {summary.pending} images left for the next run"),
+        (summary.interrupted,
+         f"interrupted     by {summary.interrupted}; {summary.pending} images left for the next run"),
+        (summary.skipped_budget,
+         f"held back       {summary.skipped_budget} by --budget (re-run with a larger budget)"),
+        (summary.skipped_invalid,
+         f"not asked again {summary.skipped_invalid} whose answer was invalid (--retry-failed asks)"),
+        (summary.canary_checked,
+         f"canary          {summary.canary_changed} of {summary.canary_checked} cached answers changed"),
+        (summary.failed, f"failures, with reasons: `extractor store stats --store {store}` (job {summary.job_id})"),
+    )
+    return "\n".join(lines + [line for shown, line in notes if shown])

@@ -3,11 +3,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from extractor.cli.options import JsonOption, QuietOption, StoreOption, emit
+from extractor.cli.options import (
+    AlphaOption,
+    BatchSizeOption,
+    CacheWorkersOption,
+    DeviceOption,
+    HeldoutOption,
+    HintWeightOption,
+    JsonOption,
+    QuietOption,
+    SplitByOption,
+    StoreOption,
+    StudentLrOption,
+    StudentOption,
+    TemperatureOption,
+    WidthOption,
+    emit,
+    parse_augment,
+)
 from extractor.result import Result
 from extractor.students.config import DistillConfig, HintConfig, OptimConfig, SlimmableConfig, StudentConfig
 
@@ -18,30 +35,29 @@ if TYPE_CHECKING:
 def train(
     store: StoreOption = Path("labels.db"),
     out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics and student.onnx.")] = Path("runs/student"),
-    teacher: Annotated[Optional[list[str]], typer.Option(
+    teacher: Annotated[list[str] | None, typer.Option(
         help="Teacher fingerprint prefix or run directory, :WEIGHT to weigh it; repeat to combine several.")] = None,
-    parent: Annotated[Optional[Path], typer.Option(
+    parent: Annotated[Path | None, typer.Option(
         help="A run directory whose student teaches (no query to the black box); first of the teachers.")] = None,
     hint: Annotated[bool, typer.Option("--hint", help="Add a FitNet hint loss from the parent run's features.")] = False,
-    hint_weight: Annotated[float, typer.Option(help="With --hint: weight of the hint loss.")] = HintConfig.weight,
+    hint_weight: HintWeightOption = HintConfig.weight,
     hint_layer: Annotated[str, typer.Option(
         help="With --hint: CHILD_MODULE[:PARENT_MODULE] whose outputs are matched.")] = HintConfig.student_layer,
-    student: Annotated[str, typer.Option(
-        help="squeezenet1_1 | mobilenet_v3_small | resnet8 | resnet20")] = StudentConfig.architecture,
-    width: Annotated[float, typer.Option(help="Channel multiplier (mobilenet_v3_small, resnets).")] = 1.0,
-    size: Annotated[Optional[int], typer.Option(help="Student input side in px (>= 32) [default: the teacher's].")] = None,
+    student: StudentOption = StudentConfig.architecture,
+    width: WidthOption = 1.0,
+    size: Annotated[int | None, typer.Option(help="Student input side in px (>= 32) [default: the teacher's].")] = None,
     targets: Annotated[str, typer.Option(help="joint | hard | soft: what the student learns from.")] = "joint",
-    alpha: Annotated[float, typer.Option(help="Weight of the soft (KL) term.")] = DistillConfig.alpha,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = DistillConfig.temperature,
+    alpha: AlphaOption = DistillConfig.alpha,
+    temperature: TemperatureOption = DistillConfig.temperature,
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = OptimConfig.epochs,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = OptimConfig.batch_size,
-    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: the student's].")] = None,
+    batch_size: BatchSizeOption = OptimConfig.batch_size,
+    lr: StudentLrOption = None,
     augment: Annotated[str, typer.Option(
         help="auto (the invariance probe chooses), none, or a comma list of flip, shift, crop used with the "
              "stored answer.")] = "auto",
     shift: Annotated[float, typer.Option(help="Largest shift, as a fraction of the side.")] = 0.125,
     crop_scale: Annotated[float, typer.Option(help="Smallest crop side, as a fraction of the side.")] = 0.75,
-    teacher_source: Annotated[Optional[str], typer.Option(
+    teacher_source: Annotated[str | None, typer.Option(
         help="Where the invariance probe reaches the teacher: an .onnx file or http(s) URL [default: as "
              "`extractor label` recorded it].")] = None,
     probe_images: Annotated[int, typer.Option(
@@ -49,24 +65,24 @@ def train(
     probe_max_change: Annotated[float, typer.Option(
         help="--augment auto uses augmentations with the stored answer, least changing first, while the "
              "shares of probed images whose answer they change sum to less than this.")] = 0.1,
-    probe_budget: Annotated[Optional[int], typer.Option(
+    probe_budget: Annotated[int | None, typer.Option(
         help="Most images the probe may send [default: within the label job's --budget].")] = None,
-    views: Annotated[Optional[int], typer.Option(
+    views: Annotated[int | None, typer.Option(
         help="Use at most this many stored views per image (1: the plain image) [default: all stored].")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights, order and augmentation.")] = 0,
-    heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,
-    split_by: Annotated[Optional[tuple[Path, str]], typer.Option(help="CSV COLUMN: hold out whole groups (people).")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (auto: CUDA when present).")] = "auto",
-    slimmable: Annotated[Optional[str], typer.Option(
+    heldout: HeldoutOption = 0.1,
+    split_by: SplitByOption = None,
+    device: DeviceOption = "auto",
+    slimmable: Annotated[str | None, typer.Option(
         help="Widths, e.g. 1.0,0.75,0.5,0.25: one slimmable student (resnet8 | resnet20 | mobilenet_v1).")] = None,
-    inplace: Annotated[Optional[str], typer.Option(
+    inplace: Annotated[str | None, typer.Option(
         help="With --slimmable, narrower widths learn from: none (the teacher) | teacher (the widest) | "
              "ta (the next wider width) [default: ta].")] = None,
     sandwich: Annotated[bool, typer.Option(
         help="With --slimmable: widest, narrowest and one random width per step; off trains all.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
-    workers: Annotated[int, typer.Option(help="Decode processes for the one-time tensor cache.")] = os.cpu_count() or 1,
-    log: Annotated[Optional[str], typer.Option(
+    workers: CacheWorkersOption = os.cpu_count() or 1,
+    log: Annotated[str | None, typer.Option(
         help="tensorboard | mlflow: also send the metrics, the configuration and the final figures there "
              "(optional extras: pip install \"extractor-distill[tensorboard]\" or [mlflow]).")] = None,
     as_json: JsonOption = False,
@@ -80,7 +96,7 @@ def train(
     cfg = TrainConfig(store=store, out=out, teachers=teachers, hint=HintConfig.from_flags(hint, hint_weight, hint_layer),
                       student=student_cfg, heldout=heldout,
                       split_by=split_by, resume=resume, workers=workers, quiet=quiet or as_json, device=device,
-                      augment=tuple(a.strip() for a in augment.split(",") if a.strip() and augment != "none"),
+                      augment=parse_augment(augment),
                       shift_frac=shift, crop_scale=crop_scale, views=views,
                       probe=ProbeConfig(images=probe_images, max_change=probe_max_change, teacher_source=teacher_source,
                                         budget=probe_budget),
@@ -100,37 +116,37 @@ def chain(
     store: StoreOption = Path("labels.db"),
     out: Annotated[Path, typer.Option(help="Chain directory: one run directory per link, chain.json.")] = Path("runs/chain"),
     children: Annotated[int, typer.Option(help="Children per link (seeds); the best by held-out fidelity teaches on.")] = 1,
-    stop_drop: Annotated[Optional[float], typer.Option(
+    stop_drop: Annotated[float | None, typer.Option(
         help="Stop after the first link more than this many fidelity points below the first link.")] = None,
-    teacher: Annotated[Optional[list[str]], typer.Option(
+    teacher: Annotated[list[str] | None, typer.Option(
         help="The first link's teachers, as for `extractor train --teacher`.")] = None,
     hint: Annotated[bool, typer.Option("--hint", help="Add a FitNet hint from each link's parent.")] = False,
-    hint_weight: Annotated[float, typer.Option(help="With --hint: weight of the hint loss.")] = HintConfig.weight,
-    size: Annotated[Optional[int], typer.Option(help="Every link's input side in px (>= 32) [default: the teacher's].")] = None,
+    hint_weight: HintWeightOption = HintConfig.weight,
+    size: Annotated[int | None, typer.Option(help="Every link's input side in px (>= 32) [default: the teacher's].")] = None,
     targets: Annotated[str, typer.Option(help="joint | hard | soft: what each link learns from.")] = "joint",
-    alpha: Annotated[float, typer.Option(help="Weight of the soft (KL) term.")] = DistillConfig.alpha,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = DistillConfig.temperature,
+    alpha: AlphaOption = DistillConfig.alpha,
+    temperature: TemperatureOption = DistillConfig.temperature,
     epochs: Annotated[int, typer.Option(help="Passes over the training images, per link.")] = OptimConfig.epochs,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = OptimConfig.batch_size,
-    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: each student's own].")] = None,
+    batch_size: BatchSizeOption = OptimConfig.batch_size,
+    lr: Annotated[float | None, typer.Option(help="Peak AdamW learning rate [default: each student's own].")] = None,
     augment: Annotated[str, typer.Option(
         help="auto (the first link's invariance probe chooses), none, or a comma list of flip, shift, crop.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the first child of each link (the others: seed+1, ...).")] = 0,
-    heldout: Annotated[float, typer.Option(help="Fraction of images held out for fidelity.")] = 0.1,
-    split_by: Annotated[Optional[tuple[Path, str]], typer.Option(help="CSV COLUMN: hold out whole groups (people).")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (auto: CUDA when present).")] = "auto",
-    workers: Annotated[int, typer.Option(help="Decode processes for the one-time tensor cache.")] = os.cpu_count() or 1,
+    heldout: HeldoutOption = 0.1,
+    split_by: SplitByOption = None,
+    device: DeviceOption = "auto",
+    workers: CacheWorkersOption = os.cpu_count() or 1,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Distil a chain of students, each from the one before (teacher assistants, iterative distillation)."""
-    from extractor.schemes.chain import ChainConfig, Link, run_chain
     from extractor.config import TeacherChoice, TrainConfig
+    from extractor.schemes.chain import ChainConfig, Link, run_chain
 
     train = TrainConfig(store=store, out=out, teachers=tuple(TeacherChoice.parse(t) for t in teacher or ()),
                         student=StudentConfig(size=size), heldout=heldout, split_by=split_by, workers=workers,
                         quiet=quiet or as_json, device=device,
-                        augment=tuple(a.strip() for a in augment.split(",") if a.strip() and augment != "none"),
+                        augment=parse_augment(augment),
                         distill=DistillConfig(targets=targets, alpha=alpha, temperature=temperature),  # type: ignore[arg-type]
                         optim=OptimConfig(epochs=epochs, batch_size=batch_size, seed=seed))
     cfg = ChainConfig(train=train, links=Link.parse_list(links), children=children, stop_drop=stop_drop, lr=lr,
@@ -141,7 +157,7 @@ def chain(
 def quantize(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `extractor train` (the fp32 student).")],
     bits: Annotated[int, typer.Option(help="1 binary | 2 ternary weights (trained), 8 int8 (post-training).")],
-    out: Annotated[Optional[Path], typer.Option(help="The variant's directory [default: RUN_DIR/<variant>].")] = None,
+    out: Annotated[Path | None, typer.Option(help="The variant's directory [default: RUN_DIR/<variant>].")] = None,
     epochs: Annotated[int, typer.Option(help="--bits 1|2: training epochs.")] = 4,
     activations: Annotated[int, typer.Option(help="--bits 1|2: 1 binarises activations too, 32 keeps them.")] = 32,
     no_distill: Annotated[bool, typer.Option("--no-distill", help="Baseline: random init, teacher labels only.")] = False,

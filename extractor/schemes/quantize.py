@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 from extractor.errors import ConfigError, InputNotFound
 from extractor.result import Result
 from extractor.run_dir import RunDir
+from extractor.students.config import require_at_least
 
 if TYPE_CHECKING:
-    import torch.nn as nn
+    from torch import nn
 
     from extractor.config import TrainConfig
     from extractor.students.trainer import Trainer
@@ -77,12 +78,9 @@ class QuantizeConfig:
         if self.bits == 8 and (self.activations != 32 or not self.distill):
             raise ConfigError("--bits 8 quantizes the trained fp32 student after training (activations to 8 bits "
                               "too): --activations 1 and --no-distill apply to --bits 1 and 2")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.calibration_images < 1:
-            raise ConfigError(f"--calibration-images must be >= 1, got {self.calibration_images}")
-        if self.parent_weight < 0:
-            raise ConfigError(f"parent_weight must be >= 0, got {self.parent_weight}")
+        require_at_least("--epochs", self.epochs, 1)
+        require_at_least("--calibration-images", self.calibration_images, 1)
+        require_at_least("parent_weight", self.parent_weight, 0)
 
     @property
     def name(self) -> str:

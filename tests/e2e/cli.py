@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from extractor.cli.console_script import console_script as installed_script
 
 
 def extractor(*args: object, check: bool = True) -> subprocess.CompletedProcess:
@@ -22,13 +23,8 @@ def extractor_json(*args: object) -> dict:
 
 
 def console_script() -> str:
-    """The `extractor` console script that pip installed for this interpreter, else the first on PATH.
-
-    The one beside ``sys.executable`` is preferred: a virtual environment's scripts need not be on
-    PATH, and a pyenv shim on PATH would add its own start-up time to every run.
-    """
-    beside = Path(sys.executable).with_name("extractor")
-    found = str(beside) if beside.is_file() and os.access(beside, os.X_OK) else shutil.which("extractor")
+    """The installed `extractor` console script (``extractor.cli.console_script``); fails where there is none."""
+    found = installed_script()
     if found is None:
         raise AssertionError("the `extractor` console script is not installed: pip install -e .")
     return found

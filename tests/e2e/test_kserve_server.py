@@ -8,7 +8,6 @@ package installed: `pytest -m serving`.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 import requests
 
+from tests.e2e.cli import console_script
 from tests.images import write_jpegs
 from tests.servers.model_server import tiny_classifier
 
@@ -31,17 +31,8 @@ FLAGS = ["--channels", "gray", "--size", "32", "--mean", "127.5", "--std", "127.
 _START_TIMEOUT_S = 120
 
 
-def extractor_script() -> str:
-    """The installed `extractor` console script, as a user runs it."""
-    beside = Path(sys.executable).with_name("extractor")
-    found = str(beside) if beside.is_file() else shutil.which("extractor")
-    if found is None:
-        pytest.skip("the extractor console script is not installed (pip install -e .)")
-    return found
-
-
 def run_extractor(*args: object) -> subprocess.CompletedProcess:
-    result = subprocess.run([extractor_script(), *map(str, args)], capture_output=True, text=True, timeout=240)
+    result = subprocess.run([console_script(), *map(str, args)], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     return result
 
