@@ -41,7 +41,7 @@ from real_pair import CIFAR_CLASSES, CIFAR_NORMALISE, CIFAR_TEACHER, HELDOUT, RO
 
 from extractor.config import LabelConfig, ProbeConfig, TrainConfig
 from extractor.labeling.job import label_dataset
-from extractor.labeling.preprocess import preprocess_fingerprint, resolve_preprocess, spec_data_of
+from extractor.labeling.preprocess import resolve_preprocess
 from extractor.reporting.answer_format import store_answer_formats
 from extractor.store.label_store import LabelStore
 from extractor.teachers.simulated import ART_REVERSE_SIGMOID, AnswerFormat, SimulatedTeacher
@@ -111,10 +111,10 @@ def label_variant(pool: Path, out: Path, name: str, handling: str) -> Path:
     spec = resolve_preprocess(teacher, None, None, str(CIFAR_NORMALISE), str(CIFAR_NORMALISE), 1.0)
     cfg = LabelConfig(images=pool, store=store_path, preprocess=spec, workers=1, quiet=True)
     with LabelStore(store_path) as store:
-        label_dataset(cfg, teacher, store)
+        summary = label_dataset(cfg, teacher, store)
         # The probe asks about the first digests of the plain answers (``invariance.run_probe``): answer them
         # here, as `extractor train` would have asked a reachable teacher.
-        plain = store.labels(teacher=teacher.fingerprint, preprocess=preprocess_fingerprint(spec_data_of(cfg, None)))
+        plain = store.labels(teacher=teacher.fingerprint, preprocess=summary.preprocess)
         sample = tuple(sorted(plain["digest"])[:ProbeConfig().images])
         views = tuple(probe_views(_TRAIN_DEFAULTS["shift_frac"], _TRAIN_DEFAULTS["crop_scale"]).values())
         label_dataset(dataclasses.replace(cfg, views=views, only=sample), teacher, store)

@@ -132,8 +132,8 @@ def probe(store: Path) -> tuple[dict, list[str]]:
     defaults = TrainConfig(store=store, out=store)
     with LabelStore(store) as label_store:
         answers = select_answers(label_store, None)
-    result = run_probe(store, answers, ProbeConfig(), shift_frac=defaults.shift_frac, crop_scale=defaults.crop_scale,
-                       may_query=True, workers=1, quiet=True)
+        result = run_probe(label_store, answers, ProbeConfig(), shift_frac=defaults.shift_frac,
+                           crop_scale=defaults.crop_scale, may_query=True, workers=1, quiet=True)
     policy = choose_policy(result, (AUTO,), [], defaults.probe.max_change)
     return result.as_dict(), [name for name, use in policy.items() if use == STORED]
 

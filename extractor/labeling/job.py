@@ -65,7 +65,7 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
         summary = {"images": plan.images + len(found.unreadable), "skipped": plan.skipped,
                    "cached": plan.cached - skipped_invalid, "duplicates": plan.duplicates,
                    "skipped_budget": plan.held_back, "views": 1 + len(keys.views), "view_cached": plan.view_cached,
-                   "skipped_invalid": skipped_invalid}
+                   "skipped_invalid": skipped_invalid, "preprocess": keys.preprocess}
         if cfg.dry_run:
             return LabelSummary(labeled=0, failed=len(found.unreadable), queries=plan.queries, dry_run=True,
                                 by_folder=plan.by_folder(), seconds=time.perf_counter() - started, **summary)

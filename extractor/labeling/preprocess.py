@@ -1,8 +1,10 @@
 """What shapes the teacher's input, as data and as fingerprints: the preprocess half of every cache key."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from extractor.config import LabelConfig
 from extractor.datasets.faces import FaceDetector
@@ -11,6 +13,8 @@ from extractor.datasets.views import ViewSpec
 from extractor.errors import ConfigError
 from extractor.fingerprint import detector_fingerprint, stable_hash
 from extractor.teachers.base import Teacher
+
+K = TypeVar("K")
 
 
 def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
@@ -48,15 +52,6 @@ def resolve_preprocess(teacher: Teacher, size: int | None, channels: str | None,
     )
 
 
-def preprocess_fingerprint(spec_data: dict) -> str:
-    return stable_hash(spec_data)
-
-
-def job_identity(teacher_fingerprint: str, preprocess: str, root: Path) -> str:
-    """What makes two runs the same job (a resume): teacher, preprocessing and folder."""
-    return stable_hash([teacher_fingerprint, preprocess, str(Path(root).resolve())])
-
-
 def spec_data_of(cfg: LabelConfig, detector: FaceDetector | None) -> dict:
     """Everything that shapes the teacher's input, as plain data: its hash keys the cache."""
     data: dict = {"transform": cfg.preprocess.as_data()}
@@ -70,6 +65,12 @@ def spec_data_of(cfg: LabelConfig, detector: FaceDetector | None) -> dict:
 def view_spec_data(spec_data: dict, view: ViewSpec | None) -> dict:
     """The spec of one augmented view of the teacher's input: its hash keys the view's answers apart."""
     return spec_data if view is None else {**spec_data, "view": view.as_data()}
+
+
+def view_fingerprints(spec_data: dict, views: Mapping[K, ViewSpec]) -> dict[K, str]:
+    """The preprocessing fingerprint of each view of the teacher's input that ``spec_data`` describes: the
+    keys a label job files its answers about those views under."""
+    return {name: stable_hash(view_spec_data(spec_data, view)) for name, view in views.items()}
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,11 @@ class JobKeys:
 def job_keys(cfg: LabelConfig, teacher_fingerprint: str, detector: FaceDetector | None) -> JobKeys:
     """The keys of the job that ``cfg`` describes, asking ``teacher_fingerprint`` (see :class:`JobKeys`)."""
     spec_data = spec_data_of(cfg, detector)
-    view_data = {view: view_spec_data(spec_data, view) for view in cfg.views}
     root = str(Path(cfg.images).resolve())
     faces = detector.as_data() if detector is not None and cfg.faces.mode != "none" else None
+    views = view_fingerprints(spec_data, {view: view for view in cfg.views})
     preprocess = stable_hash(spec_data)
-    views = {view: stable_hash(data) for view, data in view_data.items()}
     return JobKeys(spec_data, preprocess, views,
-                   specs={preprocess: spec_data, **{views[view]: data for view, data in view_data.items()}},
+                   specs={preprocess: spec_data, **{fp: view_spec_data(spec_data, view) for view, fp in views.items()}},
                    identity=stable_hash([teacher_fingerprint, preprocess, root]),
                    detector=None if faces is None else detector_fingerprint(faces))

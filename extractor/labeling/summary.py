@@ -44,6 +44,8 @@ class LabelSummary:
     """Images not asked about because the teacher's answer about them was invalid before (--retry-failed asks)."""
     interrupted: str | None = None
     """The signal that stopped the job ("SIGINT", "SIGTERM"), or None."""
+    preprocess: str | None = None
+    """The preprocessing fingerprint the job's plain answers are stored under (with the teacher's: the key)."""
 
     @property
     def images_per_s(self) -> float:

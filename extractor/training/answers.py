@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from extractor.datasets.ground_truth import from_csv
 from extractor.datasets.loading import LoadRequest, load_parallel
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import VIEW_VERSION, ViewSpec
@@ -178,3 +179,35 @@ def _save_whole(path: Path, array: np.ndarray) -> None:
     with partial.open("wb") as out:
         np.save(out, array)
     os.replace(partial, path)
+
+
+def common_images(chosen: list[TeacherAnswers]) -> list[TeacherAnswers]:
+    """The answers of several teachers restricted to the images all of them answered, in one order.
+
+    Raises:
+        ConfigError: when the teachers' class counts differ.
+    """
+    counts = {answers.num_classes for answers in chosen}
+    if len(counts) > 1:
+        names = ", ".join(f"{a.teacher['fingerprint'][:12]} ({a.num_classes} classes)" for a in chosen)
+        raise ConfigError(f"--teacher: the teachers have different class counts: {names}")
+    if len(chosen) == 1:
+        return chosen
+    common = set(chosen[0].digests).intersection(*(a.digests for a in chosen[1:]))
+    if not common:
+        raise ConfigError("--teacher: the teachers share no answered image")
+    return [answers.restricted_to(common) for answers in chosen]
+
+
+def split_keys(answers: TeacherAnswers, split_by: tuple[Path, str] | None) -> list[str]:
+    """What the held-out split hashes, one per image: its content digest, or its group in ``split_by``'s
+    (CSV file, column) where the file names one."""
+    if split_by is None:
+        return answers.digests
+    csv_path, column = split_by
+    groups = from_csv(csv_path, column, answers.relative_paths)
+    missing = sum(path not in groups for path in answers.relative_paths)
+    if missing:
+        log.warning("%d images have no %r in %s; they are split by content instead", missing, column, csv_path)
+    return [f"group:{groups[path]}" if path in groups else digest
+            for path, digest in zip(answers.relative_paths, answers.digests)]

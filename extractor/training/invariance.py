@@ -12,7 +12,7 @@ else only through views the teacher answered for (`extractor label --views`), el
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +24,7 @@ from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import ViewSpec
 from extractor.errors import ExtractionError
 from extractor.labeling.job import label_dataset
-from extractor.labeling.preprocess import job_identity, preprocess_fingerprint, spec_data_of, view_spec_data
+from extractor.labeling.preprocess import job_keys, view_fingerprints
 from extractor.training.answers import TeacherAnswers
 from extractor.store.label_store import LabelStore
 from extractor.teachers.source import TeacherSource, open_teacher
@@ -111,14 +111,14 @@ def _within_budget(probe: ProbeResult | None, max_change: float) -> set[str]:
     return chosen
 
 
-def run_probe(store_path: Path, answers: TeacherAnswers, cfg: ProbeConfig, *, shift_frac: float, crop_scale: float,
+def run_probe(store: LabelStore, answers: TeacherAnswers, cfg: ProbeConfig, *, shift_frac: float, crop_scale: float,
               may_query: bool, workers: int, quiet: bool) -> ProbeResult:
     """Asks the teacher about ``cfg.images`` stored images under each probe view (those not already stored)
     and measures how often its answers change. Never raises for an unreachable teacher: the result says why
     it measured nothing.
 
     Args:
-        store_path: the label store; the probe's answers land there like any other.
+        store: the label store; the probe's answers land there like any other.
         answers: the plain answers of the teacher being probed.
         cfg: sample size, where the teacher is, budget.
         shift_frac: the configured shift, as training applies it.
@@ -132,20 +132,18 @@ def run_probe(store_path: Path, answers: TeacherAnswers, cfg: ProbeConfig, *, sh
     sample = sorted(answers.digests)[:cfg.images]  # digests are hashes: the first ones are a random sample
     views = probe_views(shift_frac, crop_scale)
     teacher_fp = answers.teacher["fingerprint"]
-    fingerprints = {name: preprocess_fingerprint(view_spec_data(answers.spec_data, view))
-                    for name, view in views.items()}
+    fingerprints = view_fingerprints(answers.spec_data, views)
     queries, note = 0, ""
-    with LabelStore(store_path) as store:
-        missing = any(len(store.cached_digests(teacher_fp, fp, sample)) < len(sample) for fp in fingerprints.values())
-        if missing and may_query:
-            try:
-                queries = _ask(store, answers, cfg, views, sample, workers=workers, quiet=quiet)
-            except (ExtractionError, OSError) as exc:
-                note = f"the teacher could not be probed: {exc}"
-                log.warning("%s; augmentations reach the student only through bought views", note)
-        elif missing:
-            note = "no stored probe answers (an explicit --augment sends no probe queries)"
-        return _measure(store, answers, fingerprints, sample, queries, note)
+    missing = any(len(store.cached_digests(teacher_fp, fp, sample)) < len(sample) for fp in fingerprints.values())
+    if missing and may_query:
+        try:
+            queries = _ask(store, answers, cfg, views, sample, workers=workers, quiet=quiet)
+        except (ExtractionError, OSError) as exc:
+            note = f"the teacher could not be probed: {exc}"
+            log.warning("%s; augmentations reach the student only through bought views", note)
+    elif missing:
+        note = "no stored probe answers (an explicit --augment sends no probe queries)"
+    return _measure(store, answers, fingerprints, sample, queries, note)
 
 
 def _ask(store: LabelStore, answers: TeacherAnswers, cfg: ProbeConfig, views: dict[str, ViewSpec],
@@ -162,13 +160,13 @@ def _ask(store: LabelStore, answers: TeacherAnswers, cfg: ProbeConfig, views: di
         sorted({str(path.parent) for path in answers.paths})
     sent = 0
     for root in roots:
-        identity = job_identity(teacher_fp, answers.preprocess_fingerprint, Path(root))
-        budget = _budget(store, identity, cfg)
         label_cfg = LabelConfig(images=Path(root), store=store.path, preprocess=spec, faces=faces, workers=workers,
-                                quiet=quiet, views=tuple(views.values()), only=tuple(sample), budget=budget)
-        if preprocess_fingerprint(spec_data_of(label_cfg, detector)) != answers.preprocess_fingerprint:
+                                quiet=quiet, views=tuple(views.values()), only=tuple(sample))
+        keys = job_keys(label_cfg, teacher_fp, detector)
+        if keys.preprocess != answers.preprocess_fingerprint:
             raise ExtractionError("the stored preprocessing cannot be rebuilt for the probe")
-        summary = label_dataset(label_cfg, teacher, store, detector=detector)
+        budget = _budget(store, keys.identity, cfg)
+        summary = label_dataset(replace(label_cfg, budget=budget), teacher, store, detector=detector)
         sent += summary.queries
         if summary.stopped:
             raise ExtractionError(summary.stopped)

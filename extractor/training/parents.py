@@ -17,7 +17,6 @@ from extractor.config import LabelConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
 from extractor.labeling.job import label_dataset
-from extractor.labeling.preprocess import preprocess_fingerprint, spec_data_of
 from extractor.training.answers import student_spec
 from extractor.store.label_store import LabelStore
 from extractor.teachers.onnx import OnnxTeacher
@@ -58,6 +57,20 @@ class ParentRun:
         """
         path = Path(path)
         return cls(path, RunDir(path).require_finished("a parent").run())
+
+    def require_same_split(self, heldout: float, split_by: tuple[Path, str] | None) -> None:
+        """A child holds out exactly the images its parent held out (``--heldout``, ``--split-by``): else its
+        held-out fidelity would be measured on images the parent trained on.
+
+        Raises:
+            ConfigError: when the child's split differs.
+        """
+        config = self.run["config"]
+        split = [str(split_by[0]), split_by[1]] if split_by else None
+        if config["heldout"] != heldout or config.get("split_by") != split:
+            raise ConfigError(f"--heldout {heldout} / --split-by {split} differ from the parent run {self.path} "
+                              f"(--heldout {config['heldout']}, --split-by {config.get('split_by')}); a child holds "
+                              "out the images its parent held out")
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -104,7 +117,7 @@ def label_with_parent(parent: ParentRun, store: LabelStore, *, workers: int, qui
         cfg = LabelConfig(images=Path(root), store=store.path, preprocess=parent.spec, batch_size=256,
                           workers=workers, quiet=quiet)
         summary = label_dataset(cfg, teacher, store)
-        preprocess = preprocess_fingerprint(spec_data_of(cfg, None))
+        preprocess = summary.preprocess or ""
         log.info("parent %s labeled %d images of %s (%d cached)", parent.path, summary.labeled, root, summary.cached)
     if not preprocess:
         raise InputNotFound(f"none of the image folders of {parent.path}'s teacher is there any more: {roots}")

@@ -20,7 +20,6 @@ import torch
 
 from extractor.config import AUTO, TrainConfig
 from extractor.datasets.faces import Detection, FaceSpec
-from extractor.datasets.ground_truth import from_csv
 from extractor.datasets.loading import LoadRequest
 from extractor.datasets.splits import heldout_mask
 from extractor.datasets.transforms import PreprocessSpec
@@ -41,7 +40,15 @@ from extractor.students.hooks import (
 from extractor.students.losses import combine_teachers, distillation_loss
 from extractor.students.trainer import Trainer, build_optimizer
 from extractor.students.zoo import count_parameters
-from extractor.training.answers import TeacherAnswers, decode_once, select_answers, stored_views, student_spec
+from extractor.training.answers import (
+    TeacherAnswers,
+    common_images,
+    decode_once,
+    select_answers,
+    split_keys,
+    stored_views,
+    student_spec,
+)
 from extractor.training.invariance import STORED, ProbeResult, choose_policy, run_probe
 from extractor.training.parents import ParentRun, label_with_parent
 from extractor.training.tracking import tracking_hooks, write_job
@@ -117,31 +124,37 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     _check_run_dir(cfg)
     torch.set_num_threads(cpu_threads())
     parents: list[tuple[ParentRun, int]] = []  # each parent and the index of its answers in ``chosen``
-    with LabelStore(cfg.store) as store:
+    with LabelStore(cfg.store) as store:  # one handle through data preparation, the probe's label job included
         chosen = []
         for choice in cfg.teachers or (None,):
             if choice is None or choice.run is None:
                 chosen.append(select_answers(store, choice.prefix if choice else None))
                 continue
             parent = ParentRun.open(choice.run)
-            _check_same_split(cfg, parent)
+            parent.require_same_split(cfg.heldout, cfg.split_by)
             parents.append((parent, len(chosen)))
             chosen.append(select_answers(store, *label_with_parent(parent, store, workers=cfg.workers,
                                                                    quiet=cfg.quiet)))
         if parents and parents[0][1] == 0:  # the first teacher is a run: the reference is its black box
-            answers = _common_images([select_answers(store, *parents[0][0].black_box), *chosen])
+            answers = common_images([select_answers(store, *parents[0][0].black_box), *chosen])
             first, chosen = answers[0], answers[1:]
         else:
-            chosen = _common_images(chosen)
+            chosen = common_images(chosen)
             first = chosen[0]
         size = cfg.student.size or max(32, int(first.spec_data["transform"].get("size") or 64))
         spec = student_spec(first.spec_data, size)
         requests = _load_requests(store, first, spec)
         # Bought views carry the reference black box's answers: used when it alone teaches.
         bought = stored_views(store, first, cfg.views) if not parents and len(chosen) == 1 else []
-    tensors, readable = decode_once(first, requests, cfg.store.with_name(cfg.store.name + ".tensors"),
-                                    workers=cfg.workers, quiet=cfg.quiet)
-    held = heldout_mask(_split_keys(cfg, first), cfg.heldout)
+        tensors, readable = decode_once(first, requests, cfg.store.with_name(cfg.store.name + ".tensors"),
+                                        workers=cfg.workers, quiet=cfg.quiet)
+        # After the decode: its worker processes fork before the probe's label job starts threads.
+        # A child never asks the black box again: it reads the probe answers stored by an ancestor's probe.
+        probe = run_probe(store, first, cfg.probe, shift_frac=cfg.shift_frac, crop_scale=cfg.crop_scale,
+                          may_query=tuple(cfg.augment) == (AUTO,) and not parents, workers=cfg.workers,
+                          quiet=cfg.quiet)
+        policy = choose_policy(probe, cfg.augment, [view for view, _ in bought], cfg.probe.max_change)
+    held = heldout_mask(split_keys(first, cfg.split_by), cfg.heldout)
     train_rows, held_rows = np.flatnonzero(readable & ~held), np.flatnonzero(readable & held)
     if len(held_rows) == 0 or len(train_rows) == 0:
         raise ConfigError(f"the split leaves {len(train_rows)} training and {len(held_rows)} held-out images; "
@@ -159,10 +172,6 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
                                              cfg.distill.temperature)
         data = DistilTensors(images=images, labels=labels, teacher_log_probs=log_probs,
                              soft_mask=torch.ones(len(labels), dtype=torch.bool))
-    # A child never asks the black box again: it reads the probe answers stored by an ancestor's probe.
-    probe = run_probe(cfg.store, first, cfg.probe, shift_frac=cfg.shift_frac, crop_scale=cfg.crop_scale,
-                      may_query=tuple(cfg.augment) == (AUTO,) and not parents, workers=cfg.workers, quiet=cfg.quiet)
-    policy = choose_policy(probe, cfg.augment, [view for view, _ in bought], cfg.probe.max_change)
     inputs = InputConfig(mean=spec.mean, std=spec.std, flip=policy["flip"] == STORED,
                          shift_frac=cfg.shift_frac if policy["shift"] == STORED else 0.0,
                          crop_scale=cfg.crop_scale if policy["crop"] == STORED else 1.0)
@@ -264,24 +273,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _common_images(chosen: list[TeacherAnswers]) -> list[TeacherAnswers]:
-    """The answers of several teachers restricted to the images all of them answered, in one order.
-
-    Raises:
-        ConfigError: when the teachers' class counts differ.
-    """
-    counts = {answers.num_classes for answers in chosen}
-    if len(counts) > 1:
-        names = ", ".join(f"{a.teacher['fingerprint'][:12]} ({a.num_classes} classes)" for a in chosen)
-        raise ConfigError(f"--teacher: the teachers have different class counts: {names}")
-    if len(chosen) == 1:
-        return chosen
-    common = set(chosen[0].digests).intersection(*(a.digests for a in chosen[1:]))
-    if not common:
-        raise ConfigError("--teacher: the teachers share no answered image")
-    return [answers.restricted_to(common) for answers in chosen]
-
-
 def _check_run_dir(cfg: TrainConfig) -> None:
     if not cfg.store.exists():
         raise InputNotFound(f"--store {cfg.store} does not exist; run `extractor label` first")
@@ -332,18 +323,6 @@ def _load_requests(store: LabelStore, answers: TeacherAnswers, spec: PreprocessS
             for path, digest in zip(answers.paths, answers.digests)]
 
 
-def _split_keys(cfg: TrainConfig, answers: TeacherAnswers) -> list[str]:
-    if cfg.split_by is None:
-        return answers.digests
-    csv_path, column = cfg.split_by
-    groups = from_csv(csv_path, column, answers.relative_paths)
-    missing = sum(path not in groups for path in answers.relative_paths)
-    if missing:
-        log.warning("%d images have no %r in %s; they are split by content instead", missing, column, csv_path)
-    return [f"group:{groups[path]}" if path in groups else digest
-            for path, digest in zip(answers.relative_paths, answers.digests)]
-
-
 def onnx_predictions(path: Path, data: DistilTensors, inputs: InputConfig) -> np.ndarray:
     """Top-1 of the exported student (what the user ships) on the held-out tensors."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -363,14 +342,3 @@ def _write_heldout(out: Path, answers: TeacherAnswers, rows: np.ndarray, predict
         "student_label": predicted,
         **({"parent_label": parent_labels} if parent_labels is not None else {}),
     }).to_csv(out / HELDOUT_FILE, index=False)
-
-
-def _check_same_split(cfg: TrainConfig, parent: ParentRun) -> None:
-    """A child holds out exactly the images its parent held out: else its held-out fidelity would be
-    measured on images the parent trained on."""
-    config = parent.run["config"]
-    split_by = [str(cfg.split_by[0]), cfg.split_by[1]] if cfg.split_by else None
-    if config["heldout"] != cfg.heldout or config.get("split_by") != split_by:
-        raise ConfigError(f"--heldout {cfg.heldout} / --split-by {split_by} differ from the parent run {parent.path} "
-                          f"(--heldout {config['heldout']}, --split-by {config.get('split_by')}); a child holds out "
-                          "the images its parent held out")

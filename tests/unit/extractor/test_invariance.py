@@ -6,7 +6,7 @@ from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import ViewSpec
 from extractor.training.invariance import MIN_PROBED, OFF, STORED, VIEWS, ProbeResult, choose_policy, run_probe
 from extractor.labeling.job import label_dataset
-from extractor.labeling.preprocess import job_identity
+from extractor.labeling.preprocess import job_keys
 from extractor.training.answers import select_answers
 from extractor.store.label_store import LabelStore
 from extractor.teachers.source import TeacherSource
@@ -73,18 +73,20 @@ def test_the_probe_finds_that_flips_change_a_digits_teacher_and_charges_every_qu
     folder, assets, store = digits
     with LabelStore(store) as label_store:
         answers = select_answers(label_store, None)
-        identity = job_identity(answers.teacher["fingerprint"], answers.preprocess_fingerprint, assets.images)
+        label = LabelConfig(images=assets.images, store=store,
+                            preprocess=PreprocessSpec.from_data(answers.spec_data["transform"]))
+        identity = job_keys(label, answers.teacher["fingerprint"], None).identity  # the label job's ledger
         before = label_store.images_sent(identity)
-    probe = run_probe(store, answers, ProbeConfig(images=PROBED), shift_frac=0.125, crop_scale=0.75, may_query=True,
-                      workers=1, quiet=True)
+        probe = run_probe(label_store, answers, ProbeConfig(images=PROBED), shift_frac=0.125, crop_scale=0.75,
+                          may_query=True, workers=1, quiet=True)
     assert probe.measured and probe.images == PROBED and probe.queries == 4 * PROBED
     assert probe.changed["flip"] > 0.35  # a mirrored digit is another digit
     assert probe.changed["shift1"] < 0.1  # one pixel of a 4x upsampled digit changes little
     assert choose_policy(probe, (AUTO,), [], 0.35)["flip"] == OFF
     with LabelStore(store) as label_store:
         assert label_store.images_sent(identity) == before + 4 * PROBED  # in the label job's ledger
-    again = run_probe(store, answers, ProbeConfig(images=PROBED), shift_frac=0.125, crop_scale=0.75,
-                      may_query=True, workers=1, quiet=True)
+        again = run_probe(label_store, answers, ProbeConfig(images=PROBED), shift_frac=0.125, crop_scale=0.75,
+                          may_query=True, workers=1, quiet=True)
     assert again.queries == 0 and again.changed == probe.changed  # stored like any other answer
 
 
@@ -106,9 +108,11 @@ def test_an_unreachable_teacher_falls_back_to_the_safe_default(digits, tmp_path)
         answers = select_answers(label_store, None)
     cfg = ProbeConfig(images=PROBED, teacher_source=str(tmp_path / "gone.onnx"))
     # another crop scale: a probe view never asked about, so the teacher is needed
-    probe = run_probe(store, answers, cfg, shift_frac=0.125, crop_scale=0.5, may_query=True, workers=1, quiet=True)
+    with LabelStore(store) as label_store:
+        probe = run_probe(label_store, answers, cfg, shift_frac=0.125, crop_scale=0.5, may_query=True, workers=1,
+                          quiet=True)
+        quiet = run_probe(label_store, answers, ProbeConfig(images=PROBED), shift_frac=0.125, crop_scale=0.5,
+                          may_query=False, workers=1, quiet=True)
     assert not probe.measured and "could not be probed" in probe.note
     assert choose_policy(probe, (AUTO,), [], 0.35) == {"flip": OFF, "shift": OFF, "crop": OFF}
-    quiet = run_probe(store, answers, ProbeConfig(images=PROBED), shift_frac=0.125, crop_scale=0.5,
-                      may_query=False, workers=1, quiet=True)
     assert not quiet.measured and quiet.queries == 0

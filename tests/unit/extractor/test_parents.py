@@ -10,7 +10,7 @@ from extractor.config import LabelConfig, TeacherChoice, TrainConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError
 from extractor.labeling.job import label_dataset
-from extractor.labeling.preprocess import job_identity, preprocess_fingerprint, spec_data_of
+from extractor.labeling.preprocess import job_keys
 from extractor.store.label_store import LabelStore
 from extractor.students.config import DistillConfig, OptimConfig, StudentConfig
 from extractor.teachers.onnx import OnnxTeacher
@@ -34,7 +34,7 @@ def parent_run(tmp_path_factory):
         label_dataset(label, black_box, store)
     train_student(TrainConfig(store=label.store, out=root / "parent", student=STUDENT, workers=0, quiet=True,
                               optim=OptimConfig(epochs=1, batch_size=16)))
-    identity = job_identity(black_box.fingerprint, preprocess_fingerprint(spec_data_of(label, None)), root / "images")
+    identity = job_keys(label, black_box.fingerprint, None).identity
     return root, black_box.fingerprint, identity
 
 
