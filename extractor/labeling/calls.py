@@ -16,6 +16,7 @@ from extractor.errors import QueryBudgetExceeded
 from extractor.ledger import Ledger, RequestRecord
 from extractor.teachers.base import Teacher, TeacherOutput
 
+
 @dataclass(frozen=True)
 class Answered:
     """One batch and what became of it: the job commits it in one transaction."""
@@ -83,8 +84,6 @@ class Executor(Protocol):
     def answer(self, requests: Iterable[LoadRequest], unit: int) -> ContextManager[Stream]:
         """Decodes ``requests`` and asks the teacher about them, at most ``unit`` images per call."""
         ...
-
-
 
 
 def answer_files(call: TeacherCall, loaded: Sequence[Loaded]) -> Answered:

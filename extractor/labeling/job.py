@@ -24,6 +24,7 @@ from extractor.teachers.source import TeacherOpener
 
 log = logging.getLogger(__name__)
 
+
 def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
                   detector: FaceDetector | None = None, opener: TeacherOpener | None = None,
                   source: dict | None = None) -> LabelSummary:
@@ -58,8 +59,8 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
     with nullcontext() if cfg.dry_run else store.writer("label"):
         found = survey(cfg, keys, store, teacher.fingerprint)
         ledger = Ledger(cfg.budget, used=found.held.sent)
-        plan = build_plan(found.files, cached=found.held.done[keys.preprocess],
-                          view_done={view: found.held.done[fp] for view, fp in keys.views.items()},
+        plan = build_plan(found.files, cached=found.held.done(keys.preprocess),
+                          view_done={view: found.held.done(fp) for view, fp in keys.views.items()},
                           allowed=ledger.remaining, order=cfg.order, seed=cfg.seed, is_image=looks_like_image)
         skipped_invalid = len(found.held.invalid[keys.preprocess] & {f.digest for f in plan.unique})
         summary = {"images": plan.images + len(found.unreadable), "skipped": plan.skipped,
@@ -86,7 +87,7 @@ def label_dataset(cfg: LabelConfig, teacher: Teacher, store: LabelStore, *,
         group = GroupCommit(store, job_id, wait_s=0.0 if call.meters else GROUP_WAIT_S, detector=keys.detector)
         faces = FaceStage(detector, cfg.faces, cfg.preprocess, known=found.held.detections,
                           keep=group.hold_detections, workers=cfg.workers) \
-            if detector is not None and keys.detector is not None else None
+            if detector is not None and keys.detector else None
         requests = faces.requests if faces else plain_requests(cfg.preprocess)
         run = LabelRun(cfg, teacher, group, keys.preprocess, requests, call, executor)
         status, interrupted = "failed", None

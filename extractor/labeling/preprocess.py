@@ -78,15 +78,14 @@ class JobKeys:
     """The keys of one label job, made once from its configuration: what the store files its answers under.
 
     Attributes:
-        spec_data: what shapes the teacher's input, as plain data.
-        preprocess: its fingerprint, the preprocess half of every plain answer's cache key.
+        preprocess: the fingerprint of what shapes the teacher's input, the preprocess half of every plain
+            answer's cache key.
         views: each augmented view's fingerprint (its answers are keyed apart).
         specs: every preprocessing of the job by fingerprint, the plain one first: what the store registers.
         identity: teacher, preprocessing and folder: one job, one budget, whatever the views.
         detector: the face detector's fingerprint, or None without face cropping.
     """
 
-    spec_data: dict
     preprocess: str
     views: dict[ViewSpec, str]
     specs: dict[str, dict]
@@ -101,7 +100,7 @@ def job_keys(cfg: LabelConfig, teacher_fingerprint: str, detector: FaceDetector 
     faces = detector.as_data() if detector is not None and cfg.faces.mode != "none" else None
     views = view_fingerprints(spec_data, {view: view for view in cfg.views})
     preprocess = stable_hash(spec_data)
-    return JobKeys(spec_data, preprocess, views,
+    return JobKeys(preprocess, views,
                    specs={preprocess: spec_data, **{fp: view_spec_data(spec_data, view) for view, fp in views.items()}},
                    identity=stable_hash([teacher_fingerprint, preprocess, root]),
                    detector=None if faces is None else detector_fingerprint(faces))

@@ -27,16 +27,19 @@ class Holdings:
     """Per preprocessing fingerprint, the digests with an answer."""
     invalid: dict[str, set[str]]
     """Per fingerprint, the digests whose answer was invalid (empty when the job retries them)."""
-    done: dict[str, set[str]]
-    """Per fingerprint, the digests that need no query: answered, or paid for with an invalid answer."""
     sent: int
     """Images that earlier runs of the job sent, retries and requests killed in flight included."""
     source: dict | None
     """How to reach the teacher again, as an earlier job recorded it."""
     detections: dict[str, str | None]
-    """Stored face detections by digest (JSON text, None for no face); empty without a detector."""
+    """Stored face detections (JSON text, None for no face) of the images the job may still ask about, by
+    digest; empty without a detector."""
     canary: pd.DataFrame | None
     """The stored answers about the first ``canary`` answered images, by digest; None for no canary."""
+
+    def done(self, preprocess: str) -> set[str]:
+        """The digests that need no query under ``preprocess``: answered, or paid for with an invalid answer."""
+        return self.answered[preprocess] | self.invalid[preprocess]
 
 
 def read_holdings(db: sqlite3.Connection, keyed: Mapping[str, Mapping[str, str]], *, plain: str, teacher: str,
@@ -57,12 +60,16 @@ def read_holdings(db: sqlite3.Connection, keyed: Mapping[str, Mapping[str, str]]
     invalid = {fp: present(db, INVALID, {key: digest for key, digest in by_key.items() if digest not in answered[fp]})
                if with_invalid else set() for fp, by_key in keyed.items()}
     row = db.execute("SELECT description FROM teachers WHERE fingerprint = ?", (teacher,)).fetchone()
-    picked = [key for key, digest in keyed[plain].items() if digest in answered[plain]][:canary]
-    return Holdings(answered, invalid, done={fp: answered[fp] | invalid[fp] for fp in keyed},
-                    sent=images_sent(db, identity),
+    picked = dict([(key, digest) for key, digest in keyed[plain].items() if digest in answered[plain]][:canary])
+    # Crops are needed only for the images the job may send: the canary's, and those that some preprocessing
+    # has no answer for. A rerun with every answer stored reads no detections.
+    canary_digests = set(picked.values())
+    sendable = [digest for digest in keyed[plain].values() if digest in canary_digests
+                or any(digest not in answered[fp] and digest not in invalid[fp] for fp in keyed)]
+    return Holdings(answered, invalid, sent=images_sent(db, identity),
                     source=json.loads(row[0]).get("source") if row else None,
-                    detections=stored_detections(db, detector, keyed[plain].values()) if detector else {},
-                    canary=_label_rows(db, picked) if picked else None)
+                    detections=stored_detections(db, detector, sendable) if detector else {},
+                    canary=_label_rows(db, list(picked)) if picked else None)
 
 
 def present(db: sqlite3.Connection, query: str, by_key: Mapping[str, str]) -> set[str]:

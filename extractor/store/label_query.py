@@ -25,15 +25,15 @@ def labels_query(teacher: str | None, preprocess: str | None,
                  digests: Sequence[str] | None) -> tuple[str, list[str]]:
     """The labels query with its filters. Contents of one teacher and preprocessing are found by their keys
     (the primary key); the table has no index by content alone, which would slow every insert."""
-    if digests is not None and teacher and preprocess:
-        keys = cache_keys(digests, teacher, preprocess)
-        return keyed_query(keys), keys
-    clause, params = _where(teacher=teacher, preprocess=preprocess)
-    if digests is not None:
-        marks = ",".join("?" * len(digests))
-        clause += (" AND " if clause else " WHERE ") + f"l.digest IN ({marks})"
-        params = [*params, *digests]
-    return LABELS_QUERY + clause, params
+    if digests is None or not (teacher and preprocess):
+        clause, params = _where(teacher=teacher, preprocess=preprocess)
+        if digests is not None:
+            marks = ",".join("?" * len(digests))
+            clause += (" AND " if clause else " WHERE ") + f"l.digest IN ({marks})"
+            params = [*params, *digests]
+        return LABELS_QUERY + clause, params
+    keys = cache_keys(digests, teacher, preprocess)
+    return keyed_query(keys), keys
 
 
 def keyed_query(keys: Sequence[str]) -> str:

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import numpy as np
 
 from extractor.errors import CacheError
-from extractor.store.keys import cache_keys
 from extractor.ledger import RequestRecord
-from extractor.store.holdings import (ANSWERED, INVALID, Holdings, images_sent, present, read_holdings,
-                                      stored_detections)
+from extractor.store.holdings import ANSWERED, Holdings, images_sent, present, read_holdings, stored_detections
 from extractor.store.journal import RequestJournal, settle_lost
+from extractor.store.keys import cache_keys
 from extractor.store.label_query import LABEL_COLUMNS, LABELS_QUERY, labels_query, shaped
 from extractor.store.lock import StoreLock
 from extractor.store.schema import foreign, has_table, open_read_only, open_writable
@@ -186,13 +185,6 @@ class LabelStore:
         """The subset of ``digests`` that already has an answer for this teacher and preprocessing."""
         digests = list(digests)
         return present(self.db, ANSWERED, dict(zip(cache_keys(digests, teacher, preprocess), digests)))
-
-    def invalid_digests(self, teacher: str, preprocess: str, digests: Iterable[str]) -> set[str]:
-        """The subset of ``digests`` whose answer from this teacher and preprocessing was invalid (NaN scores,
-        ...) and that has no valid answer since: paid for once, and not asked about again unless retried."""
-        digests = list(digests)
-        return present(self.db, INVALID, dict(zip(cache_keys(digests, teacher, preprocess), digests))) \
-            if has_table(self.db, "invalid_answers") else set()
 
     def holdings(self, teacher: str, identity: str, preprocesses: Iterable[str], digests: Iterable[str], *,
                  retry_failed: bool = False, detector: str | None = None, canary: int = 0) -> Holdings:

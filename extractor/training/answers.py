@@ -72,9 +72,9 @@ def select_answers(store: LabelStore, teacher: str | None, preprocess: str | Non
         raise CacheError(f"{store.path} holds answers from several teachers or preprocessings: {choices}; "
                          "choose one with --teacher FINGERPRINT_PREFIX")
     teacher_fp, preprocess_fp, _ = sources[0]
+    description, spec_data = store.teacher(teacher_fp), store.preprocess_spec(preprocess_fp)
     frame = store.labels(teacher=teacher_fp, preprocess=preprocess_fp).sort_values("digest")
     frame = frame[frame["relative_path"].notna()]
-    description = store.teacher(teacher_fp)
     classes = int(description["num_classes"] or max((len(s) for s in frame["soft"] if s is not None), default=0)
                   or int(frame["label"].max()) + 1)
     scores = np.zeros((len(frame), classes), dtype=np.float32)
@@ -82,7 +82,7 @@ def select_answers(store: LabelStore, teacher: str | None, preprocess: str | Non
         if soft is not None:
             scores[row] = soft
     return TeacherAnswers(
-        teacher=description, preprocess_fingerprint=preprocess_fp, spec_data=store.preprocess_spec(preprocess_fp),
+        teacher=description, preprocess_fingerprint=preprocess_fp, spec_data=spec_data,
         digests=frame["digest"].tolist(), labels=frame["label"].to_numpy(np.int64, copy=True), scores=scores,
         kinds=frame["kind"].tolist(), paths=[Path(r) / p for r, p in zip(frame["root"], frame["relative_path"])],
         relative_paths=frame["relative_path"].tolist())

@@ -25,9 +25,9 @@ from extractor.datasets.views import ViewSpec
 from extractor.errors import ExtractionError
 from extractor.labeling.job import label_dataset
 from extractor.labeling.preprocess import job_keys, view_fingerprints
-from extractor.training.answers import TeacherAnswers
 from extractor.store.label_store import LabelStore
 from extractor.teachers.source import TeacherSource, open_teacher
+from extractor.training.answers import TeacherAnswers
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from extractor.config import LabelConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.errors import ConfigError, InputNotFound
 from extractor.labeling.job import label_dataset
-from extractor.training.answers import student_spec
+from extractor.run_dir import STUDENT_ONNX, RunDir
 from extractor.store.label_store import LabelStore
 from extractor.teachers.onnx import OnnxTeacher
-from extractor.run_dir import STUDENT_ONNX, RunDir
+from extractor.training.answers import student_spec
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -58,19 +58,19 @@ class ParentRun:
         path = Path(path)
         return cls(path, RunDir(path).require_finished("a parent").run())
 
-    def require_same_split(self, heldout: float, split_by: tuple[Path, str] | None) -> None:
-        """A child holds out exactly the images its parent held out (``--heldout``, ``--split-by``): else its
-        held-out fidelity would be measured on images the parent trained on.
+    def require_same_split(self, child: dict) -> None:
+        """A child (its config as data, ``TrainConfig.as_data``) holds out exactly the images its parent held
+        out (``--heldout``, ``--split-by``): else its held-out fidelity would be measured on images the parent
+        trained on.
 
         Raises:
             ConfigError: when the child's split differs.
         """
         config = self.run["config"]
-        split = [str(split_by[0]), split_by[1]] if split_by else None
-        if config["heldout"] != heldout or config.get("split_by") != split:
-            raise ConfigError(f"--heldout {heldout} / --split-by {split} differ from the parent run {self.path} "
-                              f"(--heldout {config['heldout']}, --split-by {config.get('split_by')}); a child holds "
-                              "out the images its parent held out")
+        if (config["heldout"], config.get("split_by")) != (child["heldout"], child["split_by"]):
+            raise ConfigError(f"--heldout {child['heldout']} / --split-by {child['split_by']} differ from the parent "
+                              f"run {self.path} (--heldout {config['heldout']}, --split-by {config.get('split_by')}); "
+                              "a child holds out the images its parent held out")
 
     @property
     def spec(self) -> PreprocessSpec:

@@ -131,7 +131,7 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
                 chosen.append(select_answers(store, choice.prefix if choice else None))
                 continue
             parent = ParentRun.open(choice.run)
-            parent.require_same_split(cfg.heldout, cfg.split_by)
+            parent.require_same_split(cfg.as_data())
             parents.append((parent, len(chosen)))
             chosen.append(select_answers(store, *label_with_parent(parent, store, workers=cfg.workers,
                                                                    quiet=cfg.quiet)))
@@ -168,8 +168,9 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
                                           only.kinds, cfg.distill.temperature)
     else:
         weights = [choice.weight for choice in cfg.teachers]
-        labels, log_probs = combine_teachers([(torch.from_numpy(a.labels), torch.from_numpy(a.scores), a.kinds) for a in chosen], weights,
-                                             cfg.distill.temperature)
+        labels, log_probs = combine_teachers(
+            [(torch.from_numpy(a.labels), torch.from_numpy(a.scores), a.kinds) for a in chosen], weights,
+            cfg.distill.temperature)
         data = DistilTensors(images=images, labels=labels, teacher_log_probs=log_probs,
                              soft_mask=torch.ones(len(labels), dtype=torch.bool))
     inputs = InputConfig(mean=spec.mean, std=spec.std, flip=policy["flip"] == STORED,

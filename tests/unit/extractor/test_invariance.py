@@ -4,13 +4,13 @@ import pytest
 from extractor.config import AUTO, LabelConfig, ProbeConfig, TrainConfig
 from extractor.datasets.transforms import PreprocessSpec
 from extractor.datasets.views import ViewSpec
-from extractor.training.invariance import MIN_PROBED, OFF, STORED, VIEWS, ProbeResult, choose_policy, run_probe
 from extractor.labeling.job import label_dataset
 from extractor.labeling.preprocess import job_keys
-from extractor.training.answers import select_answers
 from extractor.store.label_store import LabelStore
-from extractor.teachers.source import TeacherSource
 from extractor.teachers.onnx import OnnxTeacher
+from extractor.teachers.source import TeacherSource
+from extractor.training.answers import select_answers
+from extractor.training.invariance import MIN_PROBED, OFF, STORED, VIEWS, ProbeResult, choose_policy, run_probe
 
 PROBED = 64
 

@@ -92,3 +92,13 @@ def test_the_student_sees_exactly_the_pixels_the_teacher_was_sent(job):
     held = set(data.held_rows.tolist())
     assert held.isdisjoint(train.group.tolist())  # held-out images: the plain view only, never a bought view
     assert len(data.heldout) == len(data.held_rows)
+
+
+def test_a_view_is_asked_only_of_images_with_a_plain_answer(job):
+    tmp_path, teacher, spec = job
+    (tmp_path / "images" / "broken.jpg").write_bytes((tmp_path / "images" / "img_000.jpg").read_bytes()[:300])
+    with LabelStore(tmp_path / "labels.db") as store:
+        first = label_dataset(config(tmp_path, spec, 2), teacher, store)
+    # the broken file fails in the plain pass and is not sent again for its view: one failure, one view each
+    assert (first.images, first.failed, first.labeled, first.queries) == (IMAGES + 1, 1, 2 * IMAGES, 2 * IMAGES)
+    assert len(teacher.sent) == 2 * IMAGES
